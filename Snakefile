@@ -1,0 +1,24 @@
+# matdisco: inorganic materials discovery pipeline (table of contents).
+#
+#   make run                   # everything on the default config (bundled offline data, Mg-Mn-O)
+#   snakemake -n               # what would run
+#   snakemake --profile profiles/slurm   # on a SLURM cluster (see README)
+#
+# Each stage lives in workflow/rules/<stage>.smk; the science is in the matdisco package.
+
+from snakemake.utils import min_version
+
+min_version("9.0")
+
+
+configfile: "config/config.yaml"
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/data.smk"
+
+
+rule all:
+    input:
+        TARGETS,
+    default_target: True

@@ -1,0 +1,81 @@
+"""The ``matdisco`` command line: small user utilities around the workflow.
+
+    matdisco check-config [CONFIG ...]   validate config files (layered in order)
+    matdisco store-info STORE            summary of an entry store
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+__all__ = ["main"]
+
+_ROOT = Path(__file__).resolve().parents[2]
+
+
+def _deep_update(base: dict, new: dict) -> dict:
+    for k, v in new.items():
+        if isinstance(v, dict) and isinstance(base.get(k), dict):
+            _deep_update(base[k], v)
+        else:
+            base[k] = v
+    return base
+
+
+def _check_config(args: argparse.Namespace) -> int:
+    import yaml
+
+    from matdisco.config import ConfigError, validate_config
+
+    config: dict = {}
+    for path in args.configs:
+        with open(path, encoding="utf-8") as fh:
+            _deep_update(config, yaml.safe_load(fh) or {})
+    try:
+        validate_config(config, args.schema)
+    except ConfigError as err:
+        print(err, file=sys.stderr)
+        return 1
+    print(f"ok: {' + '.join(args.configs)} is valid")
+    return 0
+
+
+def _store_info(args: argparse.Namespace) -> int:
+    from matdisco.store import read_attrs, read_entries, read_labels
+
+    entries = read_entries(args.store)
+    attrs = read_attrs(args.store)
+    info = {
+        "entries": len(entries),
+        "sources": entries["source"].value_counts().to_dict(),
+        "experimental": int((entries["is_experimental"] == 1).sum()),
+        "with_e_above_hull": int(entries["e_above_hull"].notna().sum()),
+        "labels": len(read_labels(args.store)),
+        "schema_version": attrs.get("schema_version"),
+        "matdisco_version": attrs.get("matdisco_version"),
+        "created_utc": attrs.get("created_utc"),
+    }
+    print(json.dumps(info, indent=2))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``matdisco`` command."""
+    ap = argparse.ArgumentParser(prog="matdisco", description="matdisco utilities")
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    p = sub.add_parser("check-config", help="validate configuration files against the schema")
+    p.add_argument("configs", nargs="*", default=[str(_ROOT / "config" / "config.yaml")])
+    p.add_argument("--schema", default=str(_ROOT / "workflow" / "schemas" / "config.schema.yaml"))
+    p.set_defaults(func=_check_config)
+    p = sub.add_parser("store-info", help="summarise an entry store")
+    p.add_argument("store")
+    p.set_defaults(func=_store_info)
+    args = ap.parse_args(argv)
+    return int(args.func(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,160 @@
+"""Configuration validation with messages that name the offending key.
+
+The workflow calls :func:`validate_config` before any job is scheduled. Errors are collected
+(all of them, not just the first) and raised as one :class:`ConfigError` whose message lists
+``<dotted.key>: <problem> (allowed: <what is allowed>)`` per line.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import yaml
+
+__all__ = ["ConfigError", "load_schema", "validate_config", "load_config", "config_hash"]
+
+
+class ConfigError(ValueError):
+    """Raised when a configuration does not satisfy the schema."""
+
+
+def load_schema(path: str | Path) -> dict[str, Any]:
+    """Read a YAML (or JSON) JSON-Schema file."""
+    with open(path, encoding="utf-8") as fh:
+        return yaml.safe_load(fh)
+
+
+def _dotted(path: Any) -> str:
+    parts = [str(p) for p in path]
+    return ".".join(parts) if parts else "<top level>"
+
+
+def _resolve(schema: dict[str, Any], root: dict[str, Any]) -> dict[str, Any]:
+    ref = schema.get("$ref")
+    if isinstance(ref, str) and ref.startswith("#/"):
+        node: Any = root
+        for part in ref[2:].split("/"):
+            node = node[part]
+        return node
+    return schema
+
+
+def _allowed(schema: dict[str, Any], root: dict[str, Any]) -> str:
+    """Describe in words what a (sub)schema allows."""
+    schema = _resolve(schema, root)
+    bits: list[str] = []
+    if "enum" in schema:
+        values = schema["enum"]
+        shown = ", ".join(map(str, values[:12])) + (", ..." if len(values) > 12 else "")
+        bits.append(f"one of [{shown}]")
+    if "type" in schema:
+        t = schema["type"]
+        bits.append("type " + (" or ".join(t) if isinstance(t, list) else t))
+    for key, word in (
+        ("minimum", ">="),
+        ("exclusiveMinimum", ">"),
+        ("maximum", "<="),
+        ("exclusiveMaximum", "<"),
+    ):
+        if key in schema:
+            bits.append(f"{word} {schema[key]}")
+    if "minItems" in schema or "maxItems" in schema:
+        bits.append(f"{schema.get('minItems', 0)}..{schema.get('maxItems', 'any')} items")
+    if "pattern" in schema:
+        bits.append(f"matching {schema['pattern']}")
+    if "properties" in schema and schema.get("additionalProperties") is False:
+        bits.append("keys: " + ", ".join(schema["properties"]))
+    return "; ".join(bits) if bits else "see workflow/schemas/config.schema.yaml"
+
+
+def _message(err: jsonschema.ValidationError, root: dict[str, Any]) -> str:
+    key = _dotted(err.absolute_path)
+    if err.validator == "additionalProperties":
+        extra = sorted(set(err.instance) - set(err.schema.get("properties", {})))
+        allowed = ", ".join(err.schema.get("properties", {}))
+        lines = []
+        for name in extra:
+            full = f"{key}.{name}" if err.absolute_path else name
+            lines.append(f"{full}: unknown key (allowed keys here: {allowed})")
+        return "\n".join(lines)
+    if err.validator == "required":
+        missing = err.message.split("'")[1] if "'" in err.message else err.message
+        full = f"{key}.{missing}" if err.absolute_path else missing
+        return f"{full}: required key is missing"
+    if err.validator == "propertyNames":
+        return f"{key}: key {err.instance!r} is not allowed ({_allowed(err.schema['propertyNames'], root)})"
+    return f"{key}: {err.instance!r} is not valid ({_allowed(err.schema, root)})"
+
+
+def _fill_defaults(config: dict[str, Any], schema: dict[str, Any], root: dict[str, Any]) -> None:
+    props = schema.get("properties", {})
+    for name, sub in props.items():
+        sub = _resolve(sub, root)
+        if name not in config and "default" in sub:
+            config[name] = copy.deepcopy(sub["default"])
+        if isinstance(config.get(name), dict) and sub.get("type") == "object":
+            _fill_defaults(config[name], sub, root)
+
+
+def _cross_checks(config: dict[str, Any]) -> list[str]:
+    problems = []
+    data = config.get("data", {})
+    if data.get("source") == "cif_dir" and not data.get("cif_dir", {}).get("path"):
+        problems.append("data.cif_dir.path: required when data.source is cif_dir (a folder of CIFs)")
+    target = config.get("target", {})
+    elements = set(target.get("elements", []))
+    for el, rng in (target.get("oxidation_states") or {}).items():
+        if el not in elements:
+            problems.append(
+                f"target.oxidation_states.{el}: element not in target.elements "
+                f"(allowed: {sorted(elements)})"
+            )
+        elif len(rng) == 2 and rng[0] > rng[1]:
+            problems.append(f"target.oxidation_states.{el}: {rng} has min > max")
+    return problems
+
+
+def validate_config(config: dict[str, Any], schema: dict[str, Any] | str | Path) -> dict[str, Any]:
+    """Validate ``config`` and fill in schema defaults, in place.
+
+    Args:
+        config: the configuration mapping (as Snakemake loads it).
+        schema: the schema mapping or the path of its YAML file.
+
+    Returns:
+        The same mapping, with defaults filled in.
+
+    Raises:
+        ConfigError: listing every problem, one per line, each naming its dotted key.
+    """
+    if not isinstance(schema, dict):
+        schema = load_schema(schema)
+    if not isinstance(config, dict):
+        raise ConfigError(f"config must be a mapping, got {type(config).__name__}")
+    validator = jsonschema.Draft202012Validator(schema)
+    errors = sorted(validator.iter_errors(config), key=lambda e: (list(map(str, e.absolute_path)), e.message))
+    messages = [_message(e, schema) for e in errors]
+    if not messages:
+        _fill_defaults(config, schema, schema)
+        messages = _cross_checks(config)
+    if messages:
+        raise ConfigError("invalid configuration:\n  " + "\n  ".join(messages))
+    return config
+
+
+def load_config(path: str | Path, schema: dict[str, Any] | str | Path) -> dict[str, Any]:
+    """Read a YAML config file and validate it."""
+    with open(path, encoding="utf-8") as fh:
+        config = yaml.safe_load(fh) or {}
+    return validate_config(config, schema)
+
+
+def config_hash(obj: Any) -> str:
+    """A stable short SHA-256 of a JSON-serialisable config (slice)."""
+    blob = json.dumps(obj, sort_keys=True, default=str).encode()
+    return hashlib.sha256(blob).hexdigest()[:16]

@@ -1,0 +1,123 @@
+"""Config validation: every mistake is reported with its key before any job runs."""
+
+from __future__ import annotations
+
+import copy
+import subprocess
+
+import pytest
+import yaml
+
+from matdisco.config import ConfigError, config_hash, validate_config
+
+
+@pytest.fixture(scope="module")
+def schema(root):
+    with open(root / "workflow/schemas/config.schema.yaml") as fh:
+        return yaml.safe_load(fh)
+
+
+@pytest.fixture
+def config(root):
+    with open(root / "config/config.yaml") as fh:
+        return yaml.safe_load(fh)
+
+
+def test_default_and_test_configs_are_valid(config, schema, root):
+    validate_config(config, schema)
+    with open(root / "config/test.yaml") as fh:
+        overlay = yaml.safe_load(fh)
+    merged = copy.deepcopy(config)
+    merged.update({k: v for k, v in overlay.items() if not isinstance(v, dict)})
+    for k, v in overlay.items():
+        if isinstance(v, dict):
+            merged.setdefault(k, {})
+            for k2, v2 in v.items():
+                if isinstance(v2, dict):
+                    merged[k].setdefault(k2, {}).update(v2)
+                else:
+                    merged[k][k2] = v2
+    validate_config(merged, schema)
+
+
+def test_defaults_are_filled(schema):
+    cfg = validate_config({"run_name": "x", "target": {"elements": ["Mg", "O"]}, "data": {"source": "bundled"}}, schema)
+    assert cfg["data"]["dedupe"]["ltol"] == 0.2
+    assert cfg["data"]["bundled"]["structures"].endswith(".h5")
+    assert cfg["target"]["max_atoms"] == 20
+
+
+@pytest.mark.parametrize(
+    ("path", "value", "expect"),
+    [
+        (("data", "source"), "icsd", ["data.source", "bundled", "mp", "cif_dir"]),
+        (("data", "dedupe", "ltol"), -1, ["data.dedupe.ltol", "> 0"]),
+        (("target", "elements"), ["Mg", "Xx"], ["target.elements.1", "Xx"]),
+        (("target", "max_atoms"), 1, ["target.max_atoms", ">= 2"]),
+        (("run_name",), "bad name/..", ["run_name"]),
+    ],
+)
+def test_bad_values_name_the_key(config, schema, path, value, expect):
+    node = config
+    for p in path[:-1]:
+        node = node[p]
+    node[path[-1]] = value
+    with pytest.raises(ConfigError) as err:
+        validate_config(config, schema)
+    for word in expect:
+        assert word in str(err.value)
+
+
+def test_misspelt_key_is_named_with_allowed_keys(config, schema):
+    config["data"]["dedupe"]["ltoll"] = 0.3
+    with pytest.raises(ConfigError) as err:
+        validate_config(config, schema)
+    msg = str(err.value)
+    assert "data.dedupe.ltoll: unknown key" in msg
+    assert "ltol" in msg.split("allowed keys here:")[1]
+
+
+def test_cross_checks(config, schema):
+    config["data"]["source"] = "cif_dir"
+    config["target"]["oxidation_states"] = {"Fe": [2, 3]}
+    with pytest.raises(ConfigError) as err:
+        validate_config(config, schema)
+    assert "data.cif_dir.path" in str(err.value)
+    assert "target.oxidation_states.Fe" in str(err.value)
+
+
+def test_all_problems_reported_at_once(config, schema):
+    config["data"]["source"] = "nope"
+    config["typo_section"] = {}
+    with pytest.raises(ConfigError) as err:
+        validate_config(config, schema)
+    assert "data.source" in str(err.value) and "typo_section: unknown key" in str(err.value)
+
+
+def test_config_hash_is_order_independent():
+    assert config_hash({"a": 1, "b": [1, 2]}) == config_hash({"b": [1, 2], "a": 1})
+    assert config_hash({"a": 1}) != config_hash({"a": 2})
+
+
+@pytest.mark.parametrize(
+    ("overlay", "key"),
+    [
+        ("data:\n  source: icsd\n", "data.source"),
+        ("data:\n  dedupe:\n    ltol: -1\n", "data.dedupe.ltol"),
+        ("run_nmae: oops\n", "run_nmae: unknown key"),
+    ],
+)
+def test_snakemake_stops_before_any_job(root, tmp_path, snakemake_bin, overlay, key):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(overlay)
+    proc = subprocess.run(
+        [snakemake_bin, "-n", "--cores", "1", "--nolock", "--configfile", str(bad)],
+        cwd=root,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode != 0
+    out = proc.stdout + proc.stderr
+    assert key in out, out[-2000:]
+    assert "Job stats" not in out and "rule build_store" not in out

@@ -1,0 +1,49 @@
+# Shared helpers: config validation (before any job), output paths, code fingerprints.
+import logging
+from pathlib import Path
+
+from matdisco.config import ConfigError, validate_config
+from matdisco.provenance import code_hash
+
+SCHEMA = workflow.source_path("../schemas/config.schema.yaml")
+
+# Validate first: an invalid config stops here with every problem listed by its key.
+try:
+    validate_config(config, SCHEMA)
+except ConfigError as err:
+    raise WorkflowError(str(err)) from None
+
+RUN = Path("results") / config["run_name"]
+
+
+def out(path):
+    """A path inside this run's results folder, as a string."""
+    return str(RUN / path)
+
+
+def logf(name):
+    """A log file of this run."""
+    return str(RUN / "logs" / f"{name}.log")
+
+
+def code(*modules):
+    """Fingerprint of the library modules a rule runs (passed via params to trigger reruns)."""
+    return code_hash(*modules)
+
+
+def data_inputs(wildcards=None):
+    """Input files of the data stage for the configured source."""
+    d = config["data"]
+    if d["source"] == "bundled":
+        return {"structures": d["bundled"]["structures"], "labels": d["bundled"]["labels"]}
+    if d["source"] == "cif_dir":
+        return {"labels": d["bundled"]["labels"]}
+    return {"labels": d["bundled"]["labels"]}
+
+
+# Final targets of the "all" target: each stage file appends the outputs a full run must make.
+TARGETS = []
+
+# Software environment of every rule for `--sdm conda` (relative to workflow/rules/). The
+# default set-up (`make run`) uses the project's .venv instead.
+ENV = "../../envs/matdisco.yaml"
