@@ -116,6 +116,38 @@ def build_structures(raw: Path, out: Path) -> dict:
     return {"file": target.name, "rows": len(entries), "parse_failures": len(failed)}
 
 
+def add_dedupe_groups(path: Path, workers: int = 2, group_ids: dict[str, str] | None = None) -> dict:
+    """Precompute the data stage's duplicate groups for the default dedupe tolerances.
+
+    Comparing every polymorph pair of the 36.7k structures takes minutes, so the resource
+    ships the result as the extra column ``dedupe_group`` (id of the group's preferred
+    entry) and the tolerances in its provenance; the data stage reuses it when the configured
+    tolerances are the same and recomputes otherwise.
+    """
+    import yaml
+
+    from matdisco.data.dedupe import find_duplicate_groups
+    from matdisco.store import read_attrs, read_entries, read_structure_arrays
+
+    schema = yaml.safe_load((Path(__file__).resolve().parents[1] / "workflow/schemas/config.schema.yaml").read_text())
+    props = schema["properties"]["data"]["properties"]["dedupe"]["properties"]
+    tol = {k: props[k]["default"] for k in ("ltol", "stol", "angle_tol", "symprec")}
+    entries = read_entries(path)
+    arrays = read_structure_arrays(path)
+    attrs = read_attrs(path)
+    if group_ids is None:
+        group_of = find_duplicate_groups(entries, arrays, workers=workers, **tol)
+        ids = entries["id"].to_numpy()
+        entries["dedupe_group"] = ids[group_of]
+    else:
+        entries["dedupe_group"] = entries["id"].map(lambda i: group_ids.get(i, i))
+    prov = attrs["provenance"]
+    prov["dedupe_precomputed"] = tol
+    write_store(path, entries, arrays, data_source="bundled", provenance=prov)
+    merged = int((entries["dedupe_group"] != entries["id"]).sum())
+    return {"dedupe_precomputed": tol, "duplicates": merged}
+
+
 def build_labels(raw: Path, out: Path) -> list[dict]:
     info = []
     frames = []
@@ -154,11 +186,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--raw", type=Path, default=here.parent / "shared" / "data")
     ap.add_argument("--out", type=Path, default=here / "resources" / "bundled")
     ap.add_argument("--skip-structures", action="store_true", help="do not rebuild the structure HDF5")
+    ap.add_argument("--workers", type=int, default=2, help="processes for the duplicate search")
     args = ap.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
     report: dict = {"built_from": os.path.relpath(args.raw, here), "files": []}
     if not args.skip_structures:
-        report["files"].append(build_structures(args.raw, args.out))
+        info = build_structures(args.raw, args.out)
+        info.update(add_dedupe_groups(args.out / info["file"], workers=args.workers))
+        report["files"].append(info)
     report["files"].extend(build_labels(args.raw, args.out))
     for src, dst in COPIES.items():
         shutil.copyfile(args.raw / src, args.out / dst)

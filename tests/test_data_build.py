@@ -135,3 +135,26 @@ def test_build_store_cif_dir_counts_rejects(tmp_path, root, bundled):
     assert summary["entries"] >= 3
     e = read_entries(tmp_path / "e.h5")
     assert (e["is_experimental"] == 1).all() and (e["source"] == "cif_dir").all()
+
+
+def test_precomputed_groups_match_a_fresh_comparison(bundled, tmp_path):
+    """The duplicate groups shipped with the resource equal what dedupe computes now."""
+    from matdisco.data.dedupe import find_duplicate_groups
+
+    res = load_bundled(*bundled, chemsys_filter=["Li-Fe-P-O", "Fe-O", "Sr-Mg-F"])
+    e = res.entries
+    shipped = pd.factorize(e["dedupe_group"])[0]
+    fresh = find_duplicate_groups(e, res.structures)
+    # same partition (group labels may differ)
+    assert pd.crosstab(shipped, fresh).astype(bool).sum(axis=1).max() == 1
+    assert pd.crosstab(fresh, shipped).astype(bool).sum(axis=1).max() == 1
+    assert len(set(shipped)) < len(e)  # this subset holds known duplicates (e.g. Fe3O4, LiFePO4)
+    settings = {"structures": str(bundled[0]), "labels": str(bundled[1]), "chemsys_filter": ["Fe-O"]}
+    common = dict(source="bundled", settings=settings, labels_path=bundled[1], out_store=tmp_path / "e.h5",
+                  out_rejected=tmp_path / "r.csv", out_summary=tmp_path / "s.json")
+    tol = {"enabled": True, "ltol": 0.2, "stol": 0.3, "angle_tol": 5.0, "symprec": 0.1}
+    s1 = build_store(dedupe=tol, **common)
+    assert s1["dedupe"]["groups_precomputed"] is True
+    s2 = build_store(dedupe={**tol, "ltol": 0.21}, **common)
+    assert s2["dedupe"]["groups_precomputed"] is False
+    assert "dedupe_group" not in read_entries(tmp_path / "e.h5").columns

@@ -116,3 +116,17 @@ def test_schema_version_checked(tmp_path, structures):
         h5.attrs["schema_version"] = 99
     with pytest.raises(ValueError, match="schema version 99"):
         read_entries(path)
+
+
+def test_extra_columns_are_kept(tmp_path, structures):
+    e = _entries(structures)
+    e["template_id"] = ["mp-1", "", "mp-3"]
+    e["distance"] = [0.1, np.nan, 0.3]
+    e["rank"] = [1, 2, 3]
+    e["novel"] = [True, False, True]
+    write_store(tmp_path / "x.h5", e, StructureArrays.from_structures(structures), data_source="gan", provenance={})
+    back = read_entries(tmp_path / "x.h5")
+    assert back["template_id"].tolist() == ["mp-1", "", "mp-3"]
+    assert back["rank"].tolist() == [1, 2, 3] and back["novel"].tolist() == [True, False, True]
+    assert np.isnan(back["distance"][1]) and back["distance"][2] == 0.3
+    assert list(back.columns[: len(ENTRY_COLUMNS)]) == list(ENTRY_COLUMNS)

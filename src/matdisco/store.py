@@ -172,6 +172,16 @@ def atomic_write(path: str | Path, suffix: str = ".tmp"):
     return _cm()
 
 
+def _extra_kind(col: pd.Series) -> str:
+    if pd.api.types.is_bool_dtype(col):
+        return "bool"
+    if pd.api.types.is_integer_dtype(col):
+        return "int"
+    if pd.api.types.is_float_dtype(col):
+        return "float"
+    return "str"
+
+
 def _coerce(df: pd.DataFrame) -> pd.DataFrame:
     missing = [c for c in ENTRY_COLUMNS if c not in df.columns]
     defaults = {"str": "", "int": -1, "float": np.nan, "bool": False}
@@ -179,7 +189,9 @@ def _coerce(df: pd.DataFrame) -> pd.DataFrame:
     for c in missing:
         df[c] = defaults[ENTRY_COLUMNS[c][0]]
     out = {}
-    for c, (kind, _) in ENTRY_COLUMNS.items():
+    kinds = {c: k for c, (k, _) in ENTRY_COLUMNS.items()}
+    kinds.update({c: _extra_kind(df[c]) for c in df.columns if c not in ENTRY_COLUMNS})
+    for c, kind in kinds.items():
         col = df[c]
         if kind == "str":
             out[c] = col.fillna("").astype(str).to_numpy(dtype=object)
@@ -229,7 +241,8 @@ def write_store(
     Args:
         path: output ``.h5`` file.
         entries: one row per entry; columns from :data:`ENTRY_COLUMNS` (missing ones are
-            filled with their "unknown" value).
+            filled with their "unknown" value). Extra columns (e.g. a generator's template id)
+            are stored too, as str, int, float or bool by their pandas dtype.
         structures: the entries' structures, row-aligned with ``entries``.
         labels: optional formula-level labels (formula, e_above_hull, source).
         data_source: the configured data source.
@@ -250,7 +263,8 @@ def write_store(
         h5.attrs["data_source"] = data_source
         h5.attrs["provenance"] = json.dumps(provenance, sort_keys=True, default=str)
         g = h5.create_group("entries")
-        for c, (kind, desc) in ENTRY_COLUMNS.items():
+        for c in entries.columns:
+            kind, desc = ENTRY_COLUMNS.get(c, (_extra_kind(entries[c]), "stage-specific column"))
             values = entries[c].to_numpy()
             ds = _strings(g, c, values) if kind == "str" else _numbers(g, c, values)
             ds.attrs["description"] = desc

@@ -49,6 +49,18 @@ def load_source(source: str, settings: dict[str, Any]) -> SourceResult:
     raise ValueError(f"unknown data source {source!r} (allowed: bundled, mp, cif_dir)")
 
 
+def _precomputed_groups(entries: pd.DataFrame, provenance: dict[str, Any], dedupe: dict[str, Any]):
+    """Duplicate groups shipped with a source, if they were computed with these tolerances."""
+    pre = provenance.get("dedupe_precomputed")
+    if not pre or "dedupe_group" not in entries.columns:
+        return None
+    if any(dedupe.get(k, v) != v for k, v in pre.items()):
+        log.info("dedupe tolerances differ from the precomputed ones %s: comparing structures", pre)
+        return None
+    log.info("dedupe: using the duplicate groups shipped with the source (tolerances %s)", pre)
+    return pd.factorize(entries["dedupe_group"])[0]
+
+
 def build_store(
     *,
     source: str,
@@ -77,6 +89,7 @@ def build_store(
         entries, structures, s = dedupe_entries(
             entries,
             structures,
+            group_of=_precomputed_groups(entries, result.provenance, dedupe),
             ltol=dedupe["ltol"],
             stol=dedupe["stol"],
             angle_tol=dedupe["angle_tol"],
@@ -84,6 +97,7 @@ def build_store(
             workers=workers,
         )
         dedupe_summary.update(s)
+    entries = entries.drop(columns=["dedupe_group"], errors="ignore")
     labels = result.labels if result.labels is not None else load_formula_labels(labels_path)
     provenance = {
         "source": source,

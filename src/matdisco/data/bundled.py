@@ -109,6 +109,8 @@ def load_bundled(structures: str | Path, labels: str | Path, chemsys_filter: lis
         "labels_file": str(labels),
         "chemsys_filter": chemsys_filter,
         "e_above_hull_method": EHULL_METHOD,
+        # duplicate groups shipped with the resource (column dedupe_group) and their tolerances
+        "dedupe_precomputed": attrs["provenance"].get("dedupe_precomputed"),
     }
     rejected = pd.DataFrame({"file": [], "reason": []})
     return SourceResult(entries=entries, structures=arrays, rejected=rejected, provenance=provenance, labels=lab)

@@ -1,0 +1,1 @@
+"""Structure generation: target compositions, WGAN-GP point-cloud generator, templates."""
