@@ -330,3 +330,16 @@ def test_empty_chemsys(server: FakeMP, tmp_path: Path) -> None:
     res = load_mp(["Li"], cache_dir=tmp_path, endpoint=server.url, api_key=KEY, backoff_s=0)
     assert len(res.entries) == 0 and len(res.structures) == 0
     assert list(res.entries.columns) == list(ENTRY_COLUMNS)
+
+
+def test_rerun_on_a_later_day_reuses_the_newest_cache(server: FakeMP, tmp_path: Path) -> None:
+    """snapshot: null must not download again when a complete older snapshot is cached."""
+    first = _load(server, tmp_path)
+    old = tmp_path / "2020-01-01"
+    (tmp_path / first.provenance["snapshot"]).rename(old)
+    n_requests = len(server.requests)
+    server.stop()
+    again = load_mp(["Mg-O"], cache_dir=tmp_path, endpoint=server.url, backoff_s=0, timeout_s=1)
+    assert len(server.requests) == n_requests
+    assert again.provenance["snapshot"] == "2020-01-01"
+    assert again.provenance["from_cache"] is True

@@ -307,6 +307,16 @@ def _read_json(path: Path) -> Any:
         ) from None
 
 
+def _latest_complete_snapshot(root: Path, subs: list[str]) -> str | None:
+    """Name of the newest snapshot folder holding meta.json and every needed chemsys file."""
+    if not root.is_dir():
+        return None
+    for snap_dir in sorted((p for p in root.iterdir() if p.is_dir() and _SNAPSHOT_RE.match(p.name)), reverse=True):
+        if (snap_dir / _META).is_file() and all((snap_dir / f"{cs}.json.gz").is_file() for cs in subs):
+            return snap_dir.name
+    return None
+
+
 def _write_snapshot(snap_dir: Path, files: dict[str, bytes], meta: dict[str, Any]) -> None:
     """Write the cache files through a staging folder; ``meta.json`` lands last."""
     snap_dir.parent.mkdir(parents=True, exist_ok=True)
@@ -536,9 +546,10 @@ def load_mp(
         chemsys: chemical systems, e.g. ``["Mg-Mn-O"]``; every subsystem (Mg, Mn, O, Mg-Mn,
             Mg-O, Mn-O, Mg-Mn-O) is queried.
         cache_dir: root of the response cache.
-        snapshot: cache folder name ``YYYY-MM-DD``; None = today (UTC). A missing or
-            incomplete snapshot is downloaded only when it is today's (MP serves only its
-            current database, so a past snapshot cannot be fetched again).
+        snapshot: cache folder name ``YYYY-MM-DD``; None = the newest cached snapshot that
+            holds every needed chemical system, else today (UTC). A missing or incomplete
+            snapshot is downloaded only when it is today's (MP serves only its current
+            database, so a past snapshot cannot be fetched again).
         endpoint: API base URL; None = mp-api's default (``MP_API_ENDPOINT`` or
             https://api.materialsproject.org/).
         max_retries: retries on HTTP 429/5xx and connection errors or timeouts.
@@ -565,11 +576,12 @@ def load_mp(
     requested = sorted({_normalise_chemsys(cs) for cs in chemsys})
     subs = subsystems(requested)
     today = datetime.now(UTC).date().isoformat()
-    snap = snapshot or today
+    root = Path(cache_dir)
+    # no snapshot given: reuse the newest complete cached one, so reruns never download again
+    snap = snapshot or _latest_complete_snapshot(root, subs) or today
     if not _SNAPSHOT_RE.match(snap):
         raise ValueError(f"data.mp.snapshot: {snap!r} is not a date YYYY-MM-DD")
     base = _base_url(endpoint)
-    root = Path(cache_dir)
     snap_dir = root / snap
 
     meta_path = snap_dir / _META
