@@ -14,8 +14,17 @@ min_version("9.0")
 configfile: "config/config.yaml"
 
 
+report: "workflow/report/workflow.rst"
+
+
 include: "workflow/rules/common.smk"
 include: "workflow/rules/data.smk"
+include: "workflow/rules/classifier.smk"
+include: "workflow/rules/recommender.smk"
+include: "workflow/rules/generate.smk"
+include: "workflow/rules/gan.smk"
+include: "workflow/rules/relax.smk"
+include: "workflow/rules/screen.smk"
 
 
 rule all:

@@ -2,6 +2,8 @@
 
     matdisco check-config [CONFIG ...]   validate config files (layered in order)
     matdisco store-info STORE            summary of an entry store
+    matdisco archive results/RUN         pack a run + MANIFEST.json into results/RUN.tar.gz
+    matdisco verify results/RUN.tar.gz   check an archive against its manifest (exit 1 on mismatch)
 """
 
 from __future__ import annotations
@@ -62,6 +64,31 @@ def _store_info(args: argparse.Namespace) -> int:
     return 0
 
 
+def _archive(args: argparse.Namespace) -> int:
+    from matdisco.archive import ArchiveError, create_archive
+
+    try:
+        dest, manifest = create_archive(args.run_dir, args.out, commands=args.command, root=args.root)
+    except ArchiveError as err:
+        print(f"archive refused: {err}", file=sys.stderr)
+        return 2
+    print(f"{dest}: {manifest['n_files']} files, {manifest['total_bytes']} bytes; manifest copy next to it")
+    return 0
+
+
+def _verify(args: argparse.Namespace) -> int:
+    from matdisco.archive import verify_archive
+
+    problems = verify_archive(args.archive, args.manifest)
+    if problems:
+        print(f"{args.archive}: {len(problems)} mismatches", file=sys.stderr)
+        for line in problems:
+            print(f"  {line}", file=sys.stderr)
+        return 1
+    print(f"ok: {args.archive} matches its manifest")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``matdisco`` command."""
     ap = argparse.ArgumentParser(prog="matdisco", description="matdisco utilities")
@@ -73,6 +100,16 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("store-info", help="summarise an entry store")
     p.add_argument("store")
     p.set_defaults(func=_store_info)
+    p = sub.add_parser("archive", help="pack results/<run> with a MANIFEST.json into results/<run>.tar.gz")
+    p.add_argument("run_dir", help="the run folder, e.g. results/default")
+    p.add_argument("--out", default=None, help="archive path (default: <run_dir>.tar.gz)")
+    p.add_argument("--command", action="append", default=[], help="a command line to record (repeatable; redacted)")
+    p.add_argument("--root", default=".", help="the checkout (git state, .snakemake metadata)")
+    p.set_defaults(func=_archive)
+    p = sub.add_parser("verify", help="check an archive against its manifest (exit 1 with the mismatches)")
+    p.add_argument("archive")
+    p.add_argument("--manifest", default=None, help="an external copy of the manifest to check against")
+    p.set_defaults(func=_verify)
     args = ap.parse_args(argv)
     return int(args.func(args))
 

@@ -1,0 +1,144 @@
+#!/usr/bin/env python
+"""Benchmark the composition featuriser and the E_hull classifier on the full label set.
+
+Usage::
+
+    python benchmarks/ehull_classifier.py [--config config/config.yaml] [--threads 2]
+        [--repeats 3] [--no-stage] [--out benchmarks/results/ehull_classifier.json]
+
+Measures, on the bundled formula-level MP E_hull labels (and the extra labels when the
+config names them):
+
+* featurisation throughput, compositions/s (single process; best and median of
+  ``--repeats`` runs over every distinct label formula, parsed from scratch each time);
+* training time of one LightGBM model with the configured hyperparameters on the full
+  label set (``--threads`` threads);
+* unless ``--no-stage``: the whole classifier stage (stratified CV + chemsys-grouped CV +
+  held-out test + calibration), with its headline metrics.
+
+Wall-clock and CPU times are both written, with the load average before and after, because
+the machine may be shared: wall time under load overstates what 2 free cores need.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import pandas as pd
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _clock() -> tuple[float, float]:
+    return time.perf_counter(), time.process_time()
+
+
+def _since(t: tuple[float, float]) -> dict[str, float]:
+    return {"wall_s": round(time.perf_counter() - t[0], 3), "cpu_s": round(time.process_time() - t[1], 3)}
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the benchmark and write its JSON."""
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--config", type=Path, default=ROOT / "config" / "config.yaml")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--no-stage", action="store_true", help="skip the full CV/ensemble stage")
+    ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "ehull_classifier.json")
+    args = ap.parse_args(argv)
+    warnings.simplefilter("ignore")
+
+    from matdisco.classifier import _fit_lgbm, load_labels, train_stability_classifier
+    from matdisco.config import load_config
+    from matdisco.features import ElementTable, feature_kwargs, featurize
+    from matdisco.provenance import environment, package_versions
+
+    os.chdir(ROOT)
+    config = load_config(args.config, ROOT / "workflow" / "schemas" / "config.schema.yaml")
+    fset, cset = config["features"], config["classifier"]
+    load_before = os.getloadavg()
+    table = ElementTable.from_files(fset["magpie_table"], fset["elmd_table"], fset["elmd_scale"])
+    labels_csv = config["data"]["bundled"]["labels"]
+    raw = pd.read_csv(labels_csv, keep_default_na=False, na_values=[""]).dropna(subset=["formula"])
+    store_labels = pd.DataFrame({"formula": raw["formula"], "e_above_hull": raw["e_above_hull"], "source": "bundled"})
+    formulas = list(dict.fromkeys(store_labels["formula"]))
+    if cset["extra_labels"]:
+        extra = pd.read_csv(cset["extra_labels"], usecols=["formula"], keep_default_na=False)["formula"]
+        formulas = list(dict.fromkeys(formulas + extra.tolist()))
+    kw = feature_kwargs(fset)
+
+    featurize(formulas[:100], table, **kw)  # warm-up (imports, caches)
+    runs = []
+    for _ in range(args.repeats):
+        t = _clock()
+        fs = featurize(formulas, table, **kw)
+        runs.append(_since(t))
+    rates = [len(formulas) / r["wall_s"] for r in runs]
+    feat = {
+        "compositions": len(formulas),
+        "features": len(fs.feature_names),
+        "rejected": int((~fs.valid).sum()),
+        "runs": runs,
+        "compositions_per_s_best": round(max(rates)),
+        "compositions_per_s_median": round(statistics.median(rates)),
+        "compositions_per_cpu_s_best": round(max(len(formulas) / r["cpu_s"] for r in runs)),
+        "goal_compositions_per_s": 20000,
+    }
+    print(json.dumps({"featurisation": feat}, indent=2), flush=True)
+
+    labels = load_labels(
+        store_labels, fs, threshold=cset["label_threshold"], extra_labels=cset["extra_labels"], seed=cset["seed"]
+    )
+    X, y = labels.X, labels.table["y"].to_numpy()
+    t = _clock()
+    _fit_lgbm(X, y, cset["lightgbm"], cset["seed"], args.threads)
+    fit = {"rows": int(len(y)), **_since(t), "threads": args.threads, "goal_wall_s": 60}
+    print(json.dumps({"single_model_fit_full_label_set": fit}, indent=2), flush=True)
+
+    result = {
+        "benchmark": "ehull_classifier",
+        "config": str(args.config.relative_to(ROOT) if args.config.is_relative_to(ROOT) else args.config),
+        "featurisation": feat,
+        "single_model_fit_full_label_set": fit,
+    }
+    if not args.no_stage:
+        t = _clock()
+        res = train_stability_classifier(
+            labels, cset, feature_settings=fset, element_table=table, threads=args.threads
+        )
+        m = res.metrics
+        result["classifier_stage"] = {
+            **_since(t),
+            "timings": {k: round(v, 2) for k, v in res.timings.items()},
+            "stratified_cv_roc_auc": m["stratified_cv"]["raw"]["roc_auc"],
+            "chemsys_grouped_cv_roc_auc": m["chemsys_grouped_cv"]["raw"]["roc_auc"],
+            "held_out_test_roc_auc": m["held_out_test"].get("calibrated_ensemble", {}).get("roc_auc"),
+            "oof_ece_raw": m["stratified_cv"]["raw"]["ece"],
+            "oof_ece_calibrated_crossfit": m["stratified_cv"]["calibrated_crossfit"]["ece"],
+            "held_out_test_ece": m["held_out_test"].get("calibrated_ensemble", {}).get("ece"),
+        }
+        print(json.dumps({"classifier_stage": result["classifier_stage"]}, indent=2), flush=True)
+    result["machine"] = {
+        "cpu_count": os.cpu_count(),
+        "load_average_before": [round(x, 2) for x in load_before],
+        "load_average_after": [round(x, 2) for x in os.getloadavg()],
+        "processor": platform.processor(),
+        **environment(),
+    }
+    result["packages"] = package_versions(["matdisco", "numpy", "pandas", "scikit-learn", "lightgbm"])
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,97 @@
+"""Band-gap surrogate, HSE-level mapping and the DFT input paths."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from matdisco.screen import bandgap as B
+
+
+@pytest.fixture(scope="module")
+def table(root):
+    from matdisco.features import ElementTable
+
+    return ElementTable.from_files(
+        root / "resources/bundled/magpie_elements.csv", root / "resources/bundled/elmd_element_properties.json.gz"
+    )
+
+
+@pytest.fixture(scope="module")
+def oxides(root):
+    """~1500 bundled entries of a few oxide families (fast to train on, gaps 0-8 eV)."""
+    from matdisco.store import read_entries, read_structure_arrays
+
+    path = root / "resources/bundled/mp2018_structures.h5"
+    df = read_entries(path, ["formula", "chemsys", "band_gap"])
+    fams = ("Mg", "Mn", "Ti", "Zn", "Fe", "Ca", "Li", "Al", "Si", "Na")
+    keep = df["chemsys"].map(lambda c: "O" in c.split("-") and len(set(c.split("-")) & set(fams)) >= 1 and c.count("-") <= 2)
+    idx = np.flatnonzero(keep.to_numpy() & np.isfinite(df["band_gap"].to_numpy()))[:1500]
+    return df.iloc[idx].reset_index(drop=True), read_structure_arrays(path, idx)
+
+
+def test_structure_features_mgo(mgo, table):
+    from matdisco.store import StructureArrays
+
+    f = B.structure_features(StructureArrays.from_structures([mgo]), table)[0]
+    names = dict(zip(B.STRUCTURE_FEATURES, f, strict=True))
+    assert names["struct_volume_per_atom"] == pytest.approx(4.21**3 / 8, rel=1e-6)
+    assert names["struct_density"] == pytest.approx(3.585, abs=0.02)  # rock-salt MgO, g/cm^3
+    assert 0.1 < names["struct_packing_fraction"] < 1.0
+    assert names["struct_lattice_ratio_min"] == pytest.approx(1.0)
+
+
+def test_hse_mapping():
+    m = {"slope": 1.348, "intercept": 0.913}
+    out = B.hse_estimate(np.array([0.0, 1.0, np.nan, 2.0]), m)
+    assert out[0] == 0.0 and np.isnan(out[2])
+    assert out[1] == pytest.approx(2.261)
+    assert out[3] == pytest.approx(3.609)
+    assert B.BANDGAP_DEFAULTS["hse_mapping"]["source"].startswith("Setyawan")
+
+
+def test_surrogate_learns_and_reports(oxides, table, mgo):
+    df, arrays = oxides
+    settings = {
+        "n_members": 2,
+        "evaluate_random_split": True,
+        "lightgbm": {"n_estimators": 60, "num_leaves": 15, "learning_rate": 0.1},
+        "test_fraction": 0.2,
+    }
+    model, metrics, held = B.train_gap_surrogate(
+        df["formula"].tolist(), df["band_gap"].to_numpy(), arrays, table, settings=settings, feature_settings={}
+    )
+    assert metrics["n_test"] == len(held) > 50
+    assert "grouped" in metrics["test_split"]
+    assert set(held["formula"]) & set(np.asarray(df["formula"])[~df["formula"].isin(held["formula"])]) == set()
+    # much better than predicting the mean gap for everything (able to fail)
+    baseline = float(np.mean(np.abs(held["gap_pbe"] - df["band_gap"].mean())))
+    assert metrics["test_grouped"]["mae"] < 0.8 * baseline
+    assert metrics["test_random_rows"]["mae"] > 0
+    assert 0 <= metrics["uncertainty"]["coverage_1sigma"] <= metrics["uncertainty"]["coverage_2sigma"] <= 1
+
+    from matdisco.store import StructureArrays
+
+    pred = B.predict_gaps(model, ["MgO", "Xx2O"], StructureArrays.from_structures([mgo, mgo]))
+    assert list(pred.columns) == ["gap_pbe_ml", "gap_pbe_ml_std", "p_metal_ml", "gap_hse_est", "gap_hse_est_std"]
+    assert pred["gap_pbe_ml"].iloc[0] > 2.0  # MgO is a wide-gap insulator (MP PBE ~4.4 eV)
+    assert pred["gap_hse_est"].iloc[0] > pred["gap_pbe_ml"].iloc[0]
+    assert np.isnan(pred["gap_pbe_ml"].iloc[1])  # unknown element: not featurisable, no number
+
+
+def test_vasp_hse_inputs(tmp_path, mgo):
+    d = B.write_vasp_hse_inputs(mgo, tmp_path / "c1")
+    names = {p.name for p in d.iterdir()}
+    assert {"INCAR", "KPOINTS", "POSCAR", "POTCAR.spec"} <= names and "POTCAR" not in names
+    incar = (d / "INCAR").read_text()
+    assert "LHFCALC = True" in incar and "HFSCREEN = 0.2" in incar
+    assert np.isnan(B.read_vasp_gap(d))
+
+
+def test_gpaw_pbe_gap_si():
+    pytest.importorskip("gpaw")
+    from pymatgen.core import Lattice, Structure
+
+    si = Structure.from_spacegroup("Fd-3m", Lattice.cubic(5.43), ["Si"], [[0, 0, 0]]).get_primitive_structure()
+    gap = B.gpaw_pbe_gap(si, {"ecut": 200, "kpts": [2, 2, 2]})
+    assert 0.2 < gap < 1.2  # PBE Si (indirect) ~0.6 eV; coarse settings

@@ -1,0 +1,198 @@
+"""The E_hull stability classifier on a small real fixture (seconds), and its API."""
+
+from __future__ import annotations
+
+import pickle
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from matdisco.classifier import (
+    MODEL_FORMAT,
+    NEIGHBOUR_FEATURES,
+    Compositions,
+    StabilityModel,
+    apply_calibrator,
+    binary_metrics,
+    chemsys_folds,
+    expected_calibration_error,
+    fit_calibrator,
+    load_labels,
+    neighbour_features,
+    predict_stability,
+    save_model,
+    train_stability_classifier,
+)
+from matdisco.features import FEATURE_DEFAULTS, ElementTable, featurize
+
+SETTINGS = {
+    "n_folds": 3,
+    "test_fraction": 0.2,
+    "seed": 7,
+    "min_element_count": 5,
+    "neighbour_features": True,  # the optional path; the default (off) is trained in test_same_seed...
+    "lightgbm": {"n_estimators": 60, "num_leaves": 15, "learning_rate": 0.1, "max_bin": 63},
+}
+
+
+@pytest.fixture(scope="module")
+def table(root) -> ElementTable:
+    return ElementTable.from_files(
+        root / "resources/bundled/magpie_elements.csv", root / "resources/bundled/elmd_element_properties.json.gz"
+    )
+
+
+@pytest.fixture(scope="module")
+def store_labels(root) -> pd.DataFrame:
+    df = pd.read_csv(root / "resources/bundled/formula_ehull_labels.csv.gz", keep_default_na=False)
+    df = df[df["formula"] != ""].sample(1500, random_state=1)
+    return pd.DataFrame({"formula": df["formula"], "e_above_hull": df["e_above_hull"], "source": "fixture"})
+
+
+@pytest.fixture(scope="module")
+def trained(table, store_labels, tmp_path_factory):
+    fs = featurize(store_labels["formula"].tolist(), table)
+    labels = load_labels(store_labels, fs, threshold=0.01)
+    res = train_stability_classifier(labels, SETTINGS, feature_settings=FEATURE_DEFAULTS, element_table=table, threads=1)
+    path = tmp_path_factory.mktemp("clf") / "model.pkl"
+    save_model(path, res.model)
+    return labels, res, path
+
+
+def test_metrics_are_real_and_complete(trained):
+    labels, res, _ = trained
+    m = res.metrics
+    for section in ("stratified_cv", "chemsys_grouped_cv"):
+        for key in ("roc_auc", "pr_auc", "f1", "brier", "ece"):
+            assert np.isfinite(m[section]["raw"][key]), (section, key)
+        assert len(m[section]["per_fold_roc_auc"]) == 3
+    # composition carries real signal even with 1,200 formulas and 60 trees; shuffled labels give ~0.5
+    assert m["stratified_cv"]["raw"]["roc_auc"] > 0.75
+    assert m["chemsys_grouped_cv"]["raw"]["roc_auc"] > 0.7
+    assert m["held_out_test"]["calibrated_ensemble"]["roc_auc"] > 0.75
+    assert m["held_out_test"]["calibrated_ensemble"]["n"] == 300
+    assert m["labels"]["store"] == 1500 and m["ensemble_size"] == 3
+    assert 0 < m["decision_threshold"] < 1
+    assert m["stratified_cv"]["calibrated_crossfit"]["ece"] < 0.1
+
+
+def test_same_seed_same_metrics(trained, table):
+    labels, res, _ = trained
+    again = train_stability_classifier(labels, SETTINGS, feature_settings=FEATURE_DEFAULTS, element_table=table, threads=1)
+    assert again.metrics == res.metrics
+    other = train_stability_classifier(
+        labels, {**SETTINGS, "seed": 8, "neighbour_features": False}, feature_settings=FEATURE_DEFAULTS,
+        element_table=table, threads=1,
+    )
+    assert other.metrics["stratified_cv"] != res.metrics["stratified_cv"]
+    assert "neighbours" not in other.model and len(other.model["feature_names"]) == labels.X.shape[1]
+    pred = StabilityModel(other.model).predict(["Fe2O3", "bad("])
+    assert pred["valid"].tolist() == [True, False] and 0 <= pred.loc[0, "p_stable"] <= 1
+
+
+def test_predictions_table(trained):
+    labels, res, _ = trained
+    pred = res.predictions
+    assert set(pred["split"]) == {"dev", "test"}
+    dev = pred[pred["split"] == "dev"]
+    assert dev["p_oof_raw"].notna().all() and dev["p_chemsys_oof_raw"].notna().all()
+    assert pred.loc[pred["split"] == "test", "p_test"].notna().all()
+    assert (res.importances["gain"] >= 0).all()
+    assert sorted(res.importances["feature"]) == sorted(labels.feature_names + list(NEIGHBOUR_FEATURES))
+
+
+def test_chemsys_folds_never_share_a_system():
+    rng = np.random.default_rng(0)
+    systems = [f"A{i}-O" for i in rng.integers(0, 300, 3000)]
+    folds = chemsys_folds(systems, 5, seed=3)
+    per_system = pd.Series(folds).groupby(pd.Series(systems)).nunique()
+    assert (per_system == 1).all()
+    sizes = np.bincount(folds)
+    assert len(sizes) == 5 and sizes.max() - sizes.min() < 0.1 * sizes.mean()
+
+
+def test_labels_dedupe_store_first_and_extra_is_training_only(table, tmp_path):
+    store = pd.DataFrame({"formula": ["Fe2O3", "MgO", "Mg2O2"], "e_above_hull": [0.0, 0.2, 0.005], "source": "s"})
+    extra = tmp_path / "bartel.csv"
+    pd.DataFrame({"formula": ["Fe4O6", "Na1Cl1", "Fe1O1"], "decomposition_enthalpy": [0.5, -0.1, 0.03]}).to_csv(extra, index=False)
+    fs = featurize(["Fe2O3", "MgO", "Mg2O2", "Fe4O6", "Na1Cl1", "Fe1O1"], table)
+    lab = load_labels(store, fs, threshold=0.01, extra_labels=extra).table.set_index("formula")
+    assert sorted(lab.index) == ["Fe1O1", "Fe2O3", "Mg2O2", "Na1Cl1"]  # one row per composition
+    assert lab.loc["Fe2O3", "primary"] and lab.loc["Fe2O3", "y"] == 1  # store label wins over Bartel's 0.5
+    assert lab.loc["Mg2O2", "e_above_hull"] == 0.005 and lab.loc["Mg2O2", "y"] == 1  # lowest of the repeats
+    assert not lab.loc["Na1Cl1", "primary"] and lab.loc["Na1Cl1", "e_above_hull"] == 0.0  # max(ΔH_d, 0)
+    assert lab.loc["Fe1O1", "y"] == 0
+
+
+def test_predict_stability_api(trained):
+    _, res, path = trained
+    counts = res.model["element_counts"]
+    rare = next(e for e in ("Ne", "Ar", "Kr", "He", "Pm", "Ac", "Pa", "Xe", "Tc") if counts.get(e, 0) < 5)
+    formulas = ["Fe2O3", "bad((", f"{rare}O2", "Fe2O3", "Cf2O3", "Fe"]
+    df = predict_stability(path, formulas)
+    assert list(df.columns[:5]) == ["formula", "p_stable", "p_stable_std", "out_of_domain", "valid"]
+    assert df["formula"].tolist() == formulas
+    assert df["valid"].tolist() == [True, False, True, True, False, True]
+    assert np.isnan(df.loc[1, "p_stable"]) and np.isnan(df.loc[1, "p_stable_std"]) and df.loc[1, "reason"]
+    assert df.loc[4, "reason"] == "no element data for Cf"
+    ok = df["valid"]
+    assert df.loc[ok, "p_stable"].between(0, 1).all() and (df.loc[ok, "p_stable_std"] >= 0).all()
+    assert df.loc[0, "p_stable"] == df.loc[3, "p_stable"]
+    # rare element, invalid formulas and a pure element (no unaries among the labels) are out of domain
+    assert df["out_of_domain"].tolist() == [False, True, True, False, True, True]
+
+
+def test_model_file_is_stamped_plain_data(trained):
+    _, _, path = trained
+
+    class OnlyBuiltins(pickle.Unpickler):
+        def find_class(self, module, name):  # noqa: ANN001, ANN202
+            raise pickle.UnpicklingError(f"model pickle references {module}.{name}")
+
+    with open(path, "rb") as fh:
+        model = OnlyBuiltins(fh).load()
+    assert model["format"] == MODEL_FORMAT
+    assert model["matdisco_version"] and "config_hash" in model
+    assert len(model["boosters"]) == 3
+
+
+def test_ece_and_metrics_by_hand():
+    y = np.array([0, 0, 1, 1])
+    p = np.array([0.1, 0.1, 0.9, 0.9])
+    assert expected_calibration_error(y, p, 10) == pytest.approx(0.1)
+    assert expected_calibration_error(y, np.array([0.0, 0.0, 1.0, 1.0]), 10) == 0.0
+    m = binary_metrics(y, np.array([0.2, 0.6, 0.4, 0.9]), 0.5)
+    assert m["roc_auc"] == pytest.approx(0.75)
+    assert m["f1"] == pytest.approx(0.5)  # TP 1, FP 1, FN 1
+    assert m["brier"] == pytest.approx((0.04 + 0.36 + 0.36 + 0.01) / 4)
+
+
+@pytest.mark.parametrize("method", ["isotonic", "platt"])
+def test_calibration_repairs_miscalibrated_probabilities(method):
+    rng = np.random.default_rng(0)
+    p_true = rng.uniform(0, 1, 20000)
+    y = (rng.uniform(0, 1, 20000) < p_true).astype(int)
+    raw = p_true**3  # systematically under-confident for the stable class
+    cal = fit_calibrator(raw[:10000], y[:10000], method)
+    before = expected_calibration_error(y[10000:], raw[10000:])
+    after = expected_calibration_error(y[10000:], apply_calibrator(cal, raw[10000:]))
+    assert before > 0.15 and after < 0.03
+
+
+def test_neighbour_features_by_hand(table):
+    ref = Compositions.from_formulas(["Fe2O3", "Fe3O4", "FeO", "LiFeO2"], table)
+    y = np.array([1, 0, 1, 1])
+    ehull = np.array([0.0, 0.05, 0.0, 0.0])
+    query = Compositions.from_formulas(["Fe4O6", "Li2FeO3", "NaCl"], table)
+    nb = pd.DataFrame(neighbour_features(query, ref, y, ehull), columns=list(NEIGHBOUR_FEATURES))
+    # Fe4O6 is Fe2O3: its own label is excluded; Fe3O4 and FeO remain (Pettifor Fe 70, O 96)
+    assert nb.loc[0, "nb_n_same_chemsys"] == 2
+    assert nb.loc[0, "nb_stable_fraction_same_chemsys"] == pytest.approx(0.5)
+    assert nb.loc[0, "nb_elmd_nearest"] == pytest.approx((3 / 7 - 0.4) * 26, rel=1e-5)  # Fe3O4
+    assert nb.loc[0, "nb_elmd_nearest_stable"] == pytest.approx(0.1 * 26, rel=1e-5)  # FeO
+    assert nb.loc[0, "nb_ehull_nearest"] == pytest.approx(0.05)
+    assert nb.loc[0, "nb_n_stable_subsystems"] == 0
+    # Li2FeO3: LiFeO2 is its one neighbour; Fe2O3 and FeO are stable compounds of the Fe-O subsystem
+    assert nb.loc[1, "nb_n_same_chemsys"] == 1 and nb.loc[1, "nb_n_stable_subsystems"] == 2
+    assert nb.loc[2, "nb_n_same_chemsys"] == 0 and np.isnan(nb.loc[2, "nb_elmd_nearest"])

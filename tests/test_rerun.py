@@ -1,0 +1,192 @@
+"""Rerun semantics: a config or library-code edit reruns exactly the stage it affects.
+
+After one full tiny run (config/test.yaml) in a private copy of the repository tree, dry runs
+(`snakemake -n`) with one edit each must schedule the rule that uses the edited value or code
+and the rules downstream of it, and nothing else:
+
+* config edits (an extra --configfile layered over config/test.yaml): data.dedupe.ltol ->
+  build_store; gan.train.epochs -> train_gan; classifier.decision_threshold ->
+  train_ehull_classifier. Snakemake sees them because every rule gets its config slice through
+  `params:` (rerun trigger "params").
+* library-code edits (a comment appended to a module of the COPIED src/, which is first on
+  PYTHONPATH): each rule passes `code=code("matdisco.xxx")` through params, a hash of the
+  module sources, so the rules using the module rerun.
+
+The copy: Snakefile, workflow/, config/, profiles/, envs/ and src/ are copied, resources/ is a
+symlink (read-only data). Nothing in the real checkout is modified. A case whose rule does not
+exist in the workflow yet is skipped with the reason.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+RUN = "rerun"
+DEV = ["/tmp/dev_speed.yaml"]  # DEV-ONLY
+
+pytestmark = pytest.mark.slow
+
+# (case id, config overlay, rule that must rerun)
+CONFIG_CASES = [
+    ("data.dedupe.ltol", {"data": {"dedupe": {"ltol": 0.25}}}, "build_store"),
+    ("gan.train.epochs", {"gan": {"train": {"epochs": 3}}}, "train_gan"),
+    ("classifier.decision_threshold", {"classifier": {"decision_threshold": 0.5}}, "train_ehull_classifier"),
+]
+# (case id, module file under src/ to edit, rule that must rerun)
+CODE_CASES = [
+    ("matdisco.data.dedupe", "matdisco/data/dedupe.py", "build_store"),
+    ("matdisco.generate.gan", "matdisco/generate/gan.py", "train_gan"),
+    ("matdisco.classifier", "matdisco/classifier.py", "train_ehull_classifier"),
+]
+
+
+class Workflow:
+    """A private copy of the workflow with its own results/ and .snakemake/."""
+
+    def __init__(self, path: Path, snakemake: str):
+        self.path = path
+        self.snakemake = snakemake
+        self.env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(path / "src"), os.environ.get("PYTHONPATH")]))}
+        self.env.pop("SNAKEMAKE_PROFILE", None)
+
+    def run(self, *args: str, timeout: int = 3000) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [self.snakemake, "--cores", "2", *args], cwd=self.path, env=self.env,
+            capture_output=True, text=True, timeout=timeout,
+        )
+
+    def dry_run(self, *configfiles: str) -> dict[str, str]:
+        """{rule: reason} of every job a dry run schedules (configfiles layered over test.yaml)."""
+        proc = self.run("-n", "--configfile", "config/test.yaml", *DEV, *configfiles, "--config", f"run_name={RUN}")
+        out = proc.stdout + proc.stderr
+        assert proc.returncode == 0, out[-4000:]
+        return scheduled_jobs(out)
+
+
+def scheduled_jobs(text: str) -> dict[str, str]:
+    """{rule: first reason} from the job blocks of `snakemake -n` output."""
+    jobs: dict[str, str] = {}
+    current = None
+    for line in text.splitlines():
+        m = re.match(r"^\s*(?:rule|localrule|checkpoint) (\w+):$", line)
+        if m:
+            current = m.group(1)
+            jobs.setdefault(current, "")
+            continue
+        m = re.match(r"^\s*reason: (.*)$", line)
+        if m and current and not jobs[current]:
+            jobs[current] = m.group(1)
+    return jobs
+
+
+def rule_graph(wf: Workflow) -> dict[str, set[str]]:
+    """{rule: rules that consume its outputs} from `snakemake --rulegraph`."""
+    proc = wf.run("--rulegraph", "--configfile", "config/test.yaml", "--config", f"run_name={RUN}")
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
+    names = dict(re.findall(r"^\s*(\d+)\[label = \"(\w+)\"", proc.stdout, flags=re.M))
+    children: dict[str, set[str]] = {n: set() for n in names.values()}
+    for a, b in re.findall(r"^\s*(\d+) -> (\d+)", proc.stdout, flags=re.M):
+        children[names[a]].add(names[b])
+    return children
+
+
+def downstream(graph: dict[str, set[str]], rules: set[str]) -> set[str]:
+    """The rules plus every rule that (transitively) consumes their outputs."""
+    seen, todo = set(rules), list(rules)
+    while todo:
+        for child in graph.get(todo.pop(), ()):
+            if child not in seen:
+                seen.add(child)
+                todo.append(child)
+    return seen
+
+
+def rules_using_module(rules_dir: Path, module: str) -> set[str]:
+    """Rules whose params pass code(...) naming the module or a package containing it."""
+    users = set()
+    for smk in rules_dir.glob("*.smk"):
+        blocks = re.split(r"^(?=(?:rule|checkpoint) \w+:)", smk.read_text(), flags=re.M)
+        for block in blocks:
+            m = re.match(r"(?:rule|checkpoint) (\w+):", block)
+            if not m:
+                continue
+            for call in re.findall(r"code\(([^)]*)\)", block):
+                for name in re.findall(r"\"([\w.]+)\"", call):
+                    if module == name or module.startswith(name + "."):
+                        users.add(m.group(1))
+    return users
+
+
+@pytest.fixture(scope="module")
+def workflow(tmp_path_factory, snakemake_bin):
+    """The copied tree after one full tiny run."""
+    dst = tmp_path_factory.mktemp("rerun") / "wf"
+    dst.mkdir()
+    ignore = shutil.ignore_patterns("__pycache__", "*.egg-info", "*.pyc")
+    shutil.copy2(ROOT / "Snakefile", dst / "Snakefile")
+    for d in ("workflow", "config", "profiles", "envs", "src"):
+        if (ROOT / d).exists():
+            shutil.copytree(ROOT / d, dst / d, ignore=ignore, symlinks=True)
+    (dst / "resources").symlink_to(ROOT / "resources", target_is_directory=True)
+    wf = Workflow(dst, snakemake_bin)
+    # the copy's matdisco must be the one imported, or code edits would go unnoticed
+    where = subprocess.run(
+        [str(Path(snakemake_bin).parent / "python"), "-c", "import matdisco; print(matdisco.__file__)"],
+        env=wf.env, capture_output=True, text=True, cwd=dst,
+    )
+    assert where.stdout.strip().startswith(str(dst / "src")), f"matdisco not imported from the copy: {where}"
+    proc = wf.run("--configfile", "config/test.yaml", *DEV, "--config", f"run_name={RUN}")
+    assert proc.returncode == 0, f"full tiny run failed:\n{(proc.stdout + proc.stderr)[-6000:]}"
+    wf.graph = rule_graph(wf)
+    return wf
+
+
+def test_nothing_to_do_after_a_full_run(workflow):
+    jobs = workflow.dry_run()
+    assert not jobs, f"a dry run right after the full run still schedules jobs: {jobs}"
+
+
+@pytest.mark.parametrize("key,overlay,rule", CONFIG_CASES, ids=[c[0] for c in CONFIG_CASES])
+def test_config_edit_reruns_only_its_stage(workflow, tmp_path, key, overlay, rule):
+    if rule not in workflow.graph:
+        pytest.skip(f"rule {rule} is not in the workflow yet (its .smk is missing or not included)")
+    extra = tmp_path / "edit.yaml"
+    extra.write_text(yaml.safe_dump(overlay))
+    jobs = workflow.dry_run(str(extra))
+    allowed = downstream(workflow.graph, {rule}) | {"all"}
+    assert rule in jobs, f"editing {key} does not rerun {rule}; scheduled: {jobs}"
+    assert "params" in jobs[rule].lower(), f"{rule} reruns for another reason: {jobs[rule]}"
+    unrelated = set(jobs) - allowed
+    assert not unrelated, f"editing {key} also reruns unrelated rules: {sorted(unrelated)}"
+
+
+@pytest.mark.parametrize("module,relpath,rule", CODE_CASES, ids=[c[0] for c in CODE_CASES])
+def test_library_code_edit_reruns_its_stage(workflow, module, relpath, rule):
+    if rule not in workflow.graph:
+        pytest.skip(f"rule {rule} is not in the workflow yet (its .smk is missing or not included)")
+    src = workflow.path / "src" / relpath
+    if not src.exists():
+        pytest.skip(f"{relpath} does not exist")
+    users = rules_using_module(workflow.path / "workflow" / "rules", module) & set(workflow.graph)
+    assert rule in users, f"rule {rule} does not pass code(...) covering {module} through params"
+    original = src.read_bytes()
+    try:
+        src.write_bytes(original + b"\n# edited by tests/test_rerun.py\n")
+        jobs = workflow.dry_run()
+    finally:
+        src.write_bytes(original)
+    assert rule in jobs, f"editing {relpath} does not rerun {rule}; scheduled: {jobs}"
+    assert "params" in jobs[rule].lower(), f"{rule} reruns for another reason: {jobs[rule]}"
+    allowed = downstream(workflow.graph, users) | {"all"}
+    unrelated = set(jobs) - allowed
+    assert not unrelated, f"editing {relpath} also reruns unrelated rules: {sorted(unrelated)}"
+    # and back to nothing to do once the edit is undone
+    assert not workflow.dry_run(), "the restored source still schedules jobs"

@@ -1,0 +1,23 @@
+"""Snakemake shim: band-gap surrogate and DFT gap inputs (see matdisco.screen.bandgap)."""
+
+from matdisco.logutil import log_to
+from matdisco.screen.bandgap import screen_bandgap
+
+with log_to(snakemake.log[0]):
+    screen_bandgap(
+        store=snakemake.input.store,
+        candidates=snakemake.input.candidates,
+        magpie_table=snakemake.input.magpie,
+        elmd_table=snakemake.input.get("elmd"),
+        feature_settings=snakemake.params.features,
+        settings=snakemake.params.settings,
+        method=snakemake.params.method,
+        max_e_above_hull=snakemake.params.max_e_above_hull,
+        out_csv=snakemake.output.table,
+        out_model=snakemake.output.model,
+        out_metrics=snakemake.output.metrics,
+        out_parity=snakemake.output.parity,
+        out_dft_dir=snakemake.output.dft,
+        gpaw_options=snakemake.params.gpaw,
+        threads=snakemake.threads,
+    )

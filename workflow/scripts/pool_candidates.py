@@ -1,0 +1,17 @@
+"""Snakemake shim: one deduplicated, flagged candidate pool (see matdisco.pool)."""
+
+from matdisco.logutil import log_to
+from matdisco.pool import build_pool
+
+with log_to(snakemake.log[0]):
+    settings = dict(snakemake.params.settings)
+    build_pool(
+        list(snakemake.input.candidates),
+        snakemake.input.store,
+        out_store=snakemake.output.pool,
+        out_csv=snakemake.output.table,
+        out_metrics=snakemake.output.metrics,
+        out_cif_dir=snakemake.output.cifs,
+        settings=settings,
+        workers=snakemake.threads,
+    )

@@ -1,0 +1,26 @@
+"""Snakemake shim: known phases of the target system on the backend's energy scale.
+
+See matdisco.relax.reference.compute_reference. Threads are fixed before numpy/torch load.
+"""
+
+import os
+
+for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ[_var] = str(snakemake.threads)
+
+from matdisco.logutil import log_to  # noqa: E402
+from matdisco.relax.reference import compute_reference  # noqa: E402
+
+with log_to(snakemake.log[0]):
+    compute_reference(
+        snakemake.input.store,
+        snakemake.output.records,
+        snakemake.output.table,
+        snakemake.params.progress,
+        elements=snakemake.params.elements,
+        backend=snakemake.params.backend,
+        backend_options=snakemake.params.backend_options,
+        relax=snakemake.params.relax,
+        reference=snakemake.params.reference,
+        threads=snakemake.threads,
+    )

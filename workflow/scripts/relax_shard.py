@@ -1,0 +1,27 @@
+"""Snakemake shim: relax one shard, resumably (see matdisco.relax.shards.run_shard).
+
+The progress file (params.progress) is not an output: Snakemake keeps it when the job fails
+or is killed, and the rerun skips the structures already in it.
+"""
+
+import os
+
+for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ[_var] = str(snakemake.threads)
+
+from matdisco.logutil import log_to  # noqa: E402
+from matdisco.relax.shards import run_shard  # noqa: E402
+
+with log_to(snakemake.log[0]):
+    run_shard(
+        snakemake.input.shard,
+        snakemake.output[0],
+        snakemake.params.progress,
+        backend=snakemake.params.backend,
+        backend_options=snakemake.params.backend_options,
+        relax=snakemake.params.relax,
+        prescreen=snakemake.params.prescreen,
+        # an empty input (pre-screen off) means no reference
+        reference_path=str(snakemake.input.reference) if snakemake.input.get("reference") else None,
+        threads=snakemake.threads,
+    )

@@ -1,0 +1,15 @@
+"""Snakemake shim: fit the tensor recommender (see matdisco.recommender.train_recommender)."""
+
+from threadpoolctl import threadpool_limits
+
+from matdisco.logutil import log_to
+from matdisco.recommender import train_recommender
+
+with log_to(snakemake.log[0]), threadpool_limits(limits=snakemake.threads):
+    train_recommender(
+        snakemake.input.store,
+        snakemake.output.model,
+        snakemake.params.settings,
+        target_elements=snakemake.params.elements,
+        out_summary=snakemake.output.summary,
+    )
