@@ -152,7 +152,8 @@ def build_labels(raw: Path, out: Path) -> list[dict]:
     info = []
     frames = []
     for split in ("train", "val", "test"):
-        df = pd.read_csv(raw / "raw" / "crabnet" / "mp_e_hull" / f"{split}.csv.gz")
+        # keep_default_na=False: sodium nitride's formula "NaN" is a formula, not a missing value
+        df = pd.read_csv(raw / "raw" / "crabnet" / "mp_e_hull" / f"{split}.csv.gz", keep_default_na=False)
         df["crabnet_split"] = split
         frames.append(df)
     lab = pd.concat(frames, ignore_index=True).rename(columns={"target": "e_above_hull"})
@@ -162,7 +163,7 @@ def build_labels(raw: Path, out: Path) -> list[dict]:
 
     frames = []
     for split in ("train", "val", "test"):
-        df = pd.read_csv(raw / "raw" / "crabnet" / "CritExam__Ed" / f"{split}.csv.gz")
+        df = pd.read_csv(raw / "raw" / "crabnet" / "CritExam__Ed" / f"{split}.csv.gz", keep_default_na=False)
         df["crabnet_split"] = split
         frames.append(df)
     ed = pd.concat(frames, ignore_index=True).rename(columns={"target": "decomposition_enthalpy"})
@@ -194,6 +195,9 @@ def main(argv: list[str] | None = None) -> int:
         info = build_structures(args.raw, args.out)
         info.update(add_dedupe_groups(args.out / info["file"], workers=args.workers))
         report["files"].append(info)
+    elif (args.out / "MANIFEST.json").is_file():  # keep the existing structure file's record
+        old = json.loads((args.out / "MANIFEST.json").read_text())["files"]
+        report["files"].extend(f for f in old if f["file"] == "mp2018_structures.h5")
     report["files"].extend(build_labels(args.raw, args.out))
     for src, dst in COPIES.items():
         shutil.copyfile(args.raw / src, args.out / dst)

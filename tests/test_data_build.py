@@ -158,3 +158,10 @@ def test_precomputed_groups_match_a_fresh_comparison(bundled, tmp_path):
     s2 = build_store(dedupe={**tol, "ltol": 0.21}, **common)
     assert s2["dedupe"]["groups_precomputed"] is False
     assert "dedupe_group" not in read_entries(tmp_path / "e.h5").columns
+
+
+def test_sodium_nitride_is_not_a_missing_value(bundled):
+    """The formula "NaN" must survive CSV parsing (pandas reads it as NaN by default)."""
+    lab = load_formula_labels(bundled[1])
+    assert "NaN" in set(lab["formula"])
+    assert (lab["formula"] != "").all()

@@ -52,7 +52,10 @@ def load_formula_labels(path: str | Path) -> pd.DataFrame:
 
     Formulas that reduce to the same reduced formula are merged by taking the minimum.
     """
-    raw = pd.read_csv(path)
+    # keep_default_na=False: the formula "NaN" (sodium nitride) is not a missing value
+    raw = pd.read_csv(path, keep_default_na=False)
+    raw["e_above_hull"] = pd.to_numeric(raw["e_above_hull"], errors="coerce")
+    raw = raw[raw["e_above_hull"].notna()]
     raw["formula"] = reduce_formulas(raw["formula"])
     bad = (raw["formula"] == "").sum()
     if bad:
