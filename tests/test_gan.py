@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -160,15 +161,18 @@ def test_deterministic_and_resumes_after_kill(data, tmp_path, monkeypatch):
     assert info_ext["resumed_from_epoch"] == 2
     assert all(torch.equal(wa[k], v) for k, v in _weights(ext).items())
 
-    # other settings (or seed) never resume from a foreign checkpoint
-    other = G.GANSettings(**{**TINY.__dict__, "lr": 2e-4})
+    # other settings or another seed never resume from a foreign checkpoint (it is at epoch 4)
+    shutil.copytree(tmp_path / "a", tmp_path / "d")
+    other = G.GANSettings(**{**TINY.__dict__, "lr": 2e-4, "epochs": 5})
     _, _, info_other = G.train_gan(
-        data, other, seed=3, device="cpu", ckpt_dir=tmp_path / "a", threads=1
+        data, other, seed=3, device="cpu", ckpt_dir=tmp_path / "d", threads=1, time_limit_s=0
     )
-    assert info_other["resumed_from_epoch"] == 0
-    seed4, _, info4 = G.train_gan(data, TINY, seed=4, device="cpu", ckpt_dir=None, threads=1)
+    assert info_other["resumed_from_epoch"] == 0 and info_other["epochs_run"] == 1
+    one = G.GANSettings(**{**TINY.__dict__, "epochs": 5})
+    _, _, info4 = G.train_gan(
+        data, one, seed=4, device="cpu", ckpt_dir=tmp_path / "a", threads=1, time_limit_s=0
+    )
     assert info4["resumed_from_epoch"] == 0
-    assert not all(torch.equal(wa[k], v) for k, v in _weights(seed4).items())
 
 
 def test_save_load_sample_generate(data, tmp_path):

@@ -136,7 +136,7 @@ def test_kim_arrays_decode_and_reencode():
     """The CCGAN Mg-Mn-O arrays (Kim et al. 2020) use this exact layout with slots 8/8/12."""
     if not KIM.exists():
         pytest.skip(f"{KIM} not present (reproduction data of Kim et al. 2020)")
-    arr = np.load(KIM)[:60]
+    arr = np.load(KIM)[[*range(40), 1129, 2040, 2052, 2499, 2500]]  # incl. atoms with equal x
     spec = PointCloudSpec(ELEMENTS, (8, 8, 12))
     assert arr.shape[1:] == (spec.n_rows, 3)
     for img in arr:
@@ -144,8 +144,8 @@ def test_kim_arrays_decode_and_reencode():
         again = spec.encode(s)
         mask = spec.mask(counts_of(s, ELEMENTS))
         assert np.allclose(
-            sort_slots(again[None], mask[None], spec)[0],
-            sort_slots(img[None], mask[None], spec)[0],
+            sort_slots(again.round(9)[None], mask[None], spec)[0],
+            sort_slots(img.round(9)[None], mask[None], spec)[0],
             atol=1e-9,
         )
         D, R = min_distances(s)
@@ -164,15 +164,19 @@ def test_supercells_fit_slots(mgo):
 
 
 def test_augmentations_preserve_the_crystal(spinel):
+    # a triclinic distortion, so that a, b, c and alpha, beta, gamma all differ
+    tri = Structure(
+        Lattice.from_parameters(5.0, 6.0, 7.5, 55.0, 70.0, 85.0), spinel.species, spinel.frac_coords
+    )
     spec = PointCloudSpec(ELEMENTS, (3, 5, 9))
-    img = spec.encode(spinel)
-    mask = spec.mask(counts_of(spinel, ELEMENTS))
+    img = spec.encode(tri)
+    mask = spec.mask(counts_of(tri, ELEMENTS))
     imgs, masks = np.repeat(img[None], 6, 0), np.repeat(mask[None], 6, 0)
     rng = np.random.default_rng(0)
     moved = translate(imgs, masks, rng.random((6, 3)))
     rolled = permute_axes(imgs, np.array([0, 1, 2, 0, 1, 2]))
     both = augment(imgs, masks, spec, rng)
-    loose = StructureMatcher(primitive_cell=False, scale=False)
+    tight = StructureMatcher(ltol=0.01, stol=0.01, angle_tol=0.5, primitive_cell=False, scale=False)
     for batch in (moved, rolled, both, sort_slots(imgs, masks, spec)):
         assert (batch[:, 2:][masks[:, 2:] == 0] == 0).all()  # padding untouched
         assert (
@@ -180,7 +184,7 @@ def test_augmentations_preserve_the_crystal(spinel):
             & (batch[:, 2:][masks[:, 2:] > 0] < 5 / 6)
         ).all()
         for x in batch:
-            assert loose.fit(spinel, spec.decode(x))
+            assert tight.fit(tri, spec.decode(x))
     assert not np.allclose(moved[0], img)
     assert np.allclose(rolled[1][0], np.roll(img[0], -1))  # (a, b, c) -> (b, c, a)
 

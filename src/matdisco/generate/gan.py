@@ -607,7 +607,9 @@ def _gradient_penalty(
     return ((grad.flatten(1).norm(2, dim=1) - 1.0) ** 2).mean()
 
 
-def _random_masks(spec: PointCloudSpec, n: int, max_sites: int, rng: np.random.Generator) -> np.ndarray:
+def _random_masks(
+    spec: PointCloudSpec, n: int, max_sites: int, rng: np.random.Generator
+) -> np.ndarray:
     """Row masks of ``n`` random compositions: counts within the slots, 2..max_sites atoms."""
     slots = np.array(spec.slots)
     counts = rng.integers(0, slots + 1, size=(n, len(slots)))
@@ -766,8 +768,14 @@ def train_gan(
                     fake = gen(z, mask)
                 if st.instance_noise > 0:
                     m3 = mask[:, :, None]
-                    real = real + st.instance_noise * torch.randn(real.shape, generator=noise).to(dev) * m3
-                    fake = fake + st.instance_noise * torch.randn(fake.shape, generator=noise).to(dev) * m3
+                    real = (
+                        real
+                        + st.instance_noise * torch.randn(real.shape, generator=noise).to(dev) * m3
+                    )
+                    fake = (
+                        fake
+                        + st.instance_noise * torch.randn(fake.shape, generator=noise).to(dev) * m3
+                    )
                 d_real = critic(real).mean()
                 d_fake = critic(fake).mean()
                 gp = _gradient_penalty(critic, real, fake, eps)
