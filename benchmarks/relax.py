@@ -8,8 +8,9 @@ Writes benchmarks/results/relax.json with:
     (``torch.set_num_threads(2)``, ``FIRE(FrechetCellFilter(atoms))`` with ``CHGNetCalculator``);
   - ``naive_blas1``: the same loop with BLAS limited to one thread (isolates that fix);
   - ``project``: the pipeline's path, ``run_shard`` on 2 shards in 2 parallel worker processes
-    with 1 thread each: batched energy-only pre-screen, lockstep FIRE with batched CHGNet
-    calls, early stop against the reference hull;
+    with 1 thread each: energy-only single points of the unrelaxed candidates (recorded, not
+    used to reject: see the config schema), lockstep FIRE with per-shard CHGNet calls, early
+    stop against the reference hull (the config defaults);
   - ``project_serial``: the same path on one shard in one process (one core).
   Every mode relaxes the same candidates with the same seeded rattle, fmax 0.1 and <= 200 steps.
   Wall and CPU seconds are recorded: the machine is shared, so the load average is recorded too.
@@ -31,6 +32,7 @@ import argparse
 import json
 import os
 import resource
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -72,8 +74,8 @@ NAIVE = textwrap.dedent(
         atoms.calc = calc
         opt = FIRE(FrechetCellFilter(atoms), logfile=None)
         conv = bool(opt.run(fmax=cfg["fmax"], steps=cfg["steps"]))
-        e = atoms.get_potential_energy() / len(atoms)
-        out[rid] = {"energy_per_atom": e, "steps": opt.nsteps, "converged": conv}
+        e = float(atoms.get_potential_energy()) / len(atoms)
+        out[rid] = {"energy_per_atom": e, "steps": int(opt.nsteps), "converged": conv}
     print(json.dumps({"wall_s": time.perf_counter() - t0, "results": out}))
     """
 )
@@ -86,8 +88,8 @@ SHARD = textwrap.dedent(
     shard, out, progress, reference, cfg = sys.argv[1:6]
     t0 = time.perf_counter()
     meta = run_shard(shard, out, progress, backend="chgnet", relax=json.loads(cfg),
-                     prescreen={"enabled": True, "max_e_above_hull": 5.0,
-                                "early_stop_e_above_hull": 0.6, "early_stop_after_steps": 60},
+                     prescreen={"enabled": True, "max_e_above_hull": None,
+                                "early_stop_e_above_hull": 0.5, "early_stop_after_steps": 100},
                      reference_path=reference, threads=1)
     print(json.dumps({"wall_s": time.perf_counter() - t0, "counts": meta["counts"]}))
     """
@@ -96,14 +98,17 @@ SHARD = textwrap.dedent(
 
 BATCH_PROBE = textwrap.dedent(
     """
-    import json, resource, sys, time, warnings
+    import json, sys, time, warnings
     warnings.filterwarnings("ignore")
+    def hwm():  # peak RSS of this address space, MB (ru_maxrss would include the parent's)
+        line = [x for x in open("/proc/self/status") if x.startswith("VmHWM")][0]
+        return int(line.split()[1]) / 1024
     from pymatgen.io.ase import AseAtomsAdaptor
     from matdisco.relax import get_backend
     from matdisco.store import read_structure_arrays
     atoms = [AseAtomsAdaptor.get_atoms(s) for s in read_structure_arrays(sys.argv[1]).structures()]
     be = get_backend("chgnet", {"batch_size": int(sys.argv[2])}, threads=1)
-    rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    rss0 = hwm()
     c0 = time.process_time()
     for _ in range(3):
         be.predict(atoms)  # energies, forces, stresses of every structure (one FIRE step's worth)
@@ -111,7 +116,7 @@ BATCH_PROBE = textwrap.dedent(
     c0 = time.process_time()
     be.predict_energy(atoms)
     cpu_e = time.process_time() - c0
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    rss = hwm()
     print(json.dumps({"cpu_s_per_efs_pass": round(cpu, 3), "cpu_s_energy_only_pass": round(cpu_e, 3),
                       "peak_rss_mb": round(rss), "rss_after_load_mb": round(rss0)}))
     """
@@ -222,6 +227,11 @@ def main() -> int:
     ap.add_argument(
         "--skip-naive-recipe", action="store_true", help="skip the (slow) naive recipe mode"
     )
+    ap.add_argument(
+        "--workdir",
+        default=None,
+        help="keep intermediate files here (a rerun resumes the reference)",
+    )
     args = ap.parse_args()
 
     import numpy as np
@@ -241,7 +251,11 @@ def main() -> int:
         "load_at_start": [round(x, 2) for x in os.getloadavg()],
     }
     with tempfile.TemporaryDirectory() as tmp_:
-        tmp = Path(tmp_)
+        tmp = Path(args.workdir or tmp_)
+        tmp.mkdir(parents=True, exist_ok=True)
+        for stale in ("project", "project_serial"):  # throughput runs always start from scratch
+            if (tmp / stale).exists():
+                shutil.rmtree(tmp / stale)
         store = _store(tmp, args.store)
         pool = _pool(tmp, store, args.n_template, args.n_random, args.pool)
         pool_df = read_entries(pool)
@@ -255,7 +269,6 @@ def main() -> int:
 
         # 1) reference phases (all Mg-Mn-O phases of the store), relaxed with CHGNet, for the MAE
         t0, c0 = time.perf_counter(), time.process_time()
-        os.environ.update({"OMP_NUM_THREADS": "2"})
         ref = compute_reference(
             store,
             tmp / "ref.jsonl",

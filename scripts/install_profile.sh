@@ -8,6 +8,7 @@
 #   --account A     fill in default-resources slurm_account (sbatch -A) in the installed copy
 #   --partition P   fill in default-resources slurm_partition (sbatch -p) in the installed copy
 #   --dest DIR      install into DIR instead of ${XDG_CONFIG_HOME:-~/.config}/snakemake/slurm
+#                   (on macOS Snakemake looks in ~/Library/Application Support/snakemake/slurm)
 #   --force         overwrite an existing profile without asking
 # An existing config.yaml is overwritten only after a "y" answer (or with --force); the old
 # file is kept as config.yaml.bak. Without a terminal to ask on, it refuses unless --force.

@@ -235,6 +235,8 @@ def test_hull_screen_prescreen_and_early_stop(toy_ref):
     assert early("x", atoms, -2 * 1.9, 30) == ""  # close to the hull: keep going
     _, none = hull_screen(toy_ref, "toy", {"max_e_above_hull": 1.0, "early_stop_after_steps": None})
     assert none is None
+    record_only, _ = hull_screen(toy_ref, "toy", {"max_e_above_hull": None})  # the default
+    assert record_only(["a", "b"], [mgo(), mgo()], [-1.5, 50.0]) == ["", ""]
 
 
 def test_compute_reference_static_emt(tmp_path):

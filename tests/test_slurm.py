@@ -1,17 +1,22 @@
 """The SLURM profile (profiles/slurm) against a real single-node SLURM, plus fast profile checks.
 
-The slow test starts a throw-away cluster with scripts/slurm-local.sh (root only: it installs
-slurm-wlm, munge, mariadb + slurmdbd with apt on first use and runs the daemons), runs the
-tiny configuration (config/test.yaml) through `snakemake --profile profiles/slurm` with a
-private run name, checks in the SLURM accounting (sacct) that every rule job went through
-sbatch and COMPLETED (the GPU rule with a GPU), and stops the cluster again.
+The slow tests start a throw-away cluster with scripts/slurm-local.sh (root only: it installs
+slurm-wlm, munge, mariadb + slurmdbd with apt on first use and runs the daemons, with
+accounting and one fake GPU), run the tiny configuration (config/test.yaml, one candidate per
+relax shard) through `snakemake --profile profiles/slurm` in a private copy of the tree, and
+check:
+* in the SLURM accounting (sacct) that every rule job went through sbatch and COMPLETED, in
+  the given account and partition, and that train_gan asked for a GPU;
+* that the relax shards were bundled into group jobs of the requested size, also when they
+  rerun with the split_pool checkpoint already complete (no shard submitted twice);
+then stop the cluster.
 
 * not root -> skipped, with the reason; MATDISCO_SKIP_SLURM=1 -> skipped explicitly.
-* apt or a daemon fails -> the test FAILS with the log tail (it does not skip).
+* apt or a daemon fails -> the tests FAIL with the log tails (they do not skip).
 
-Only the CI-specific settings are given on the command line: the partition/account of the
-test cluster (the documented --default-resources route), this node's size as the
-per-submission cap (--cores, --resources mem_mb) and a short first status check.
+Only CI-specific settings are given on the command line: the partition/account of the test
+cluster (the documented --default-resources route), this node's size as the per-submission
+cap (--cores, --resources mem_mb), group-components relax=2 and a short first status check.
 """
 
 from __future__ import annotations
@@ -122,7 +127,7 @@ def test_installed_profile_reaches_the_jobs(tmp_path, snakemake_bin):
     assert dry.returncode == 0, _tail(out)
     assert "Using profile slurm" in out or "Using profiles slurm" in out, _tail(out)
     res = next((ln for ln in out.splitlines() if ln.strip().startswith("resources:")), "")
-    default_res = (ROOT / "profiles/default/config.yaml").read_text()
+    default_res = yaml.safe_load((ROOT / "profiles/default/config.yaml").read_text()) or {}
     hint = (
         "profiles/default/config.yaml sets `default-resources`; the workflow profile overrides the "
         "user's SLURM profile key by key, so its default-resources replace the SLURM profile's "
@@ -169,9 +174,11 @@ def slurm_cluster():
     cluster = Path(tempfile.mkdtemp(prefix="matdisco-slurm-", dir="/tmp"))
     try:
         if _port_in_use(6817):
+            left = " ".join(str(p) for p in Path("/tmp").glob("matdisco-slurm-*") if p != cluster)
             pytest.fail(
                 "port 6817 (slurmctld) is already in use: another SLURM controller runs on this "
-                "machine; stop it first (e.g. scripts/slurm-local.sh --stop DIR)"
+                "machine; stop it first with scripts/slurm-local.sh --stop DIR"
+                + (f" (left over from an interrupted test run: {left})" if left else "")
             )
         env = {**os.environ, "SLURM_LOCAL_ACCOUNTING": "1", "SLURM_LOCAL_GPUS": "1"}
         t0 = time.monotonic()
@@ -244,17 +251,14 @@ def _job_stats(log: str) -> dict[str, int]:
 #: run make 2 group jobs with group-components relax=2 (the real grouping code path)
 CI_OVERLAY = {"relax": {"shard_size": 1}}
 CI_GROUP = 2
-DEV_SM = []  # DEV-ONLY
-DEV_CFG = ["/tmp/dev_speed.yaml"]  # DEV-ONLY
-DEV_FIX = "/tmp/proposed/group_components_fix.smk"  # DEV-ONLY
 
 
 def _snakemake_cmd(snakemake_bin: str, cluster: dict, run_name: str, overlay: Path, logdir: Path) -> list[str]:
     prof = _profile()
     return [
-        snakemake_bin, *DEV_SM,
+        snakemake_bin,
         "--profile", "profiles/slurm",
-        "--configfile", "config/test.yaml", *DEV_CFG, str(overlay),
+        "--configfile", "config/test.yaml", str(overlay),
         "--config", f"run_name={run_name}",
         "--nolock",
         # the documented way to give account + partition on the command line (it replaces the
@@ -309,8 +313,6 @@ def slurm_run(slurm_cluster, snakemake_bin, tmp_path_factory):
     """The tiny configuration through profiles/slurm on the test cluster (in a private copy)."""
     tmp = tmp_path_factory.mktemp("slurm_run")
     wf = _copy_tree(tmp / "wf")
-    if DEV_FIX:  # DEV-ONLY
-        (wf / "Snakefile").write_text(f'include: "{DEV_FIX}"\n' + (wf / "Snakefile").read_text())  # DEV-ONLY
     run_name = "slurmci"
     overlay = tmp / "ci.yaml"
     overlay.write_text(yaml.safe_dump(CI_OVERLAY))
@@ -407,7 +409,7 @@ def test_rerun_of_relax_stage_submits_each_shard_once(slurm_run):
     if len(shards) <= CI_GROUP:
         pytest.skip(f"only {len(shards)} relax shard(s) in the tiny run: nothing to bundle")
     # the shards rerun quickly: their progress files are kept
-    cmd = [*slurm_run["cmd"], "--forcerun", "relax_shard"]
+    cmd = [*slurm_run["cmd"], "--forcerun", "relax_shard", "--until", "gather_relax"]
     log, _ = _run_on_slurm(cmd, slurm_run["env"], slurm_run["cluster"], slurm_run["logdir"], slurm_run["wf"])
     blocks = _group_blocks(log)
     submitted = sorted(s for b in blocks for s in b)

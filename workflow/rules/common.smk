@@ -47,3 +47,6 @@ TARGETS = []
 # Software environment of every rule for `--sdm conda` (relative to workflow/rules/). The
 # default set-up (`make run`) uses the project's .venv instead.
 ENV = "../../envs/matdisco.yaml"
+
+# Work-around for a Snakemake group-components bug (see the file).
+include: "snakemake_fixes.smk"

@@ -5,8 +5,10 @@ See matdisco.relax.reference.compute_reference. Threads are fixed before numpy/t
 
 import os
 
+# single-threaded BLAS before numpy loads (snakemake.threads goes to torch; see
+# matdisco.relax.backends.set_threads)
 for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
-    os.environ[_var] = str(snakemake.threads)
+    os.environ[_var] = "1"
 
 from matdisco.logutil import log_to  # noqa: E402
 from matdisco.relax.reference import compute_reference  # noqa: E402

@@ -57,16 +57,20 @@ class BackendUnavailable(RuntimeError):
 
 
 def set_threads(n: int) -> None:
-    """Limit BLAS/OpenMP/torch threads of this process to ``n`` (1 per worker is best)."""
+    """Use ``n`` torch threads and a single BLAS/OpenMP thread in this process.
+
+    BLAS stays at one thread whatever ``n``: the optimiser's work is 3x3 linear algebra
+    (FrechetCellFilter's expm/logm), which took 10 ms per call with 2 OpenBLAS threads on a busy
+    machine and 0.4 ms with 1 (measured); GPAW too runs best on single-threaded BLAS
+    (compute-backends notes: 28 s vs 156 s).
+    """
     n = max(1, int(n))
     for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
-        os.environ[var] = str(n)
-    try:  # BLAS libraries already loaded ignore the variables: limit them at run time too.
-        # Measured: FrechetCellFilter's 3x3 expm/logm took 10 ms per call with 2 OpenBLAS
-        # threads on a busy machine and 0.4 ms with 1.
+        os.environ[var] = "1"  # read by BLAS libraries loaded from now on (e.g. GPAW's)
+    try:  # libraries already loaded ignore the variables: limit them at run time too
         from threadpoolctl import threadpool_limits
 
-        threadpool_limits(limits=n)
+        threadpool_limits(limits=1)
     except ImportError:  # pragma: no cover - threadpoolctl comes with scikit-learn
         pass
     try:
@@ -133,7 +137,7 @@ class Backend:
         energy_scale: label of the energy scale of :meth:`corrected_energy` results.
         batched: whether :meth:`predict` evaluates many structures in one model call.
         options: backend-specific settings from config (``relax.<name>``).
-        threads: BLAS/torch threads of this worker.
+        threads: torch threads of this worker (BLAS always uses one).
     """
 
     options: dict[str, Any] = field(default_factory=dict)
@@ -468,7 +472,7 @@ def get_backend(name: str, options: dict[str, Any] | None = None, *, threads: in
     Args:
         name: one of :data:`BACKENDS` (``chgnet``, ``sevennet``, ``gpaw``, ``vasp``, ``emt``).
         options: backend settings (config ``relax.<name>``).
-        threads: BLAS/torch threads for this worker.
+        threads: torch threads for this worker (BLAS always uses one).
 
     Raises:
         ValueError: unknown name.

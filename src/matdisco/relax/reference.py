@@ -205,7 +205,7 @@ def compute_reference(
         relax: the ``relax`` section (optimiser settings reused for the phases).
         reference: ``ehull.reference`` (``mode`` relax|static, ``max_e_above_hull``, ``max_sites``,
             and for VASP ``elemental_references``).
-        threads: BLAS/torch threads.
+        threads: torch threads (BLAS always uses one).
         backend_obj: an already created backend (tests, benchmarks).
     """
     from matdisco.relax.backends import get_backend
@@ -417,8 +417,9 @@ def hull_screen(
     Args:
         reference_path: reference table (CSV).
         energy_scale: the backend's scale; must equal the reference's.
-        cfg: ``relax.prescreen``: ``max_e_above_hull`` (unrelaxed single point, eV/atom),
-            ``early_stop_e_above_hull`` and ``early_stop_after_steps`` (null = no early stop).
+        cfg: ``relax.prescreen``: ``max_e_above_hull`` (unrelaxed single point, eV/atom; None
+            rejects nothing), ``early_stop_e_above_hull`` and ``early_stop_after_steps`` (None =
+            no early stop).
 
     Returns:
         ``(prescreen, early_stop)`` callables for :func:`~matdisco.relax.shards.process_structures`.
@@ -441,7 +442,7 @@ def hull_screen(
             return float("nan")
         return pdg.get_e_above_hull(PDEntry(comp, e_pa * comp.num_atoms), allow_negative=True)
 
-    thr = float(cfg.get("max_e_above_hull", 2.0))
+    thr = cfg.get("max_e_above_hull")  # None: record the unrelaxed E_hull, reject nothing
 
     def prescreen(ids: list[str], structures: list[Any], e_pa: list[float]) -> list[str]:
         out = []
@@ -450,9 +451,8 @@ def hull_screen(
                 out.append("pre-screen: single point failed")
                 continue
             eh = e_hull(s.composition, e)
-            out.append(
-                f"pre-screen: unrelaxed E_hull {eh:.3f} > {thr:g} eV/atom" if eh > thr else ""
-            )
+            bad = thr is not None and eh > float(thr)
+            out.append(f"pre-screen: unrelaxed E_hull {eh:.3f} > {thr:g} eV/atom" if bad else "")
         return out
 
     after = cfg.get("early_stop_after_steps")

@@ -458,7 +458,7 @@ def run_shard(
         reference_path: reference energies (from
             :func:`matdisco.relax.reference.compute_reference`),
             used by the pre-screen and early stop.
-        threads: BLAS/torch threads.
+        threads: torch threads (BLAS always uses one).
         backend_obj: an already created backend (tests, benchmarks).
 
     Returns:

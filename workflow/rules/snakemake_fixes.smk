@@ -1,0 +1,51 @@
+# Work-around for Snakemake issues #1217 / #1628 (seen with 9.27.1): --group-components with a
+# checkpoint fan-out (relax.smk: split_pool -> relax_shard in group "relax") that is already
+# complete when Snakemake starts. On its second DAG pass Snakemake merges its cached, already
+# merged group jobs again: shards are submitted twice and the DAG build turns quadratic.
+# Cause: DAG._update_group_components mutates cached GroupJob objects (hashed by their job set).
+# Fix: merged groups are new (cached) objects; no group is changed after creation. Checked by
+# tests/test_slurm.py and benchmarks/dag_scale.py. Remove once fixed upstream.
+from collections import defaultdict as _defaultdict
+
+import snakemake.dag as _sm_dag
+import snakemake.jobs as _sm_jobs
+from snakemake.common import group_into_chunks as _group_into_chunks
+
+
+def _groupjob_new(self, id, jobs, resources):
+    jobs = frozenset(jobs)
+    key = (id, jobs)
+    obj = self.cache.get(key)
+    if obj is None or obj.jobs != jobs:  # never hand out a group that was merged in place
+        obj = _sm_jobs.GroupJob(id, jobs, resources)
+        self.cache[key] = obj
+    return obj
+
+
+def _group_order(group):
+    return sorted(str(f) for job in group.jobs for f in job.output)
+
+
+def _update_group_components(self):
+    groups_by_id = _defaultdict(set)
+    for group in self._group.values():
+        groups_by_id[group.groupid].add(group)
+    for groupid, components in groups_by_id.items():
+        lookup_id = self.workflow.parent_groupids.get(groupid, groupid)
+        n_components = self.workflow.group_settings.group_components.get(lookup_id, 1)
+        if n_components > 1:
+            # same chunks on every DAG pass -> the same cached group objects
+            for chunk in _group_into_chunks(n_components, sorted(components, key=_group_order)):
+                if len(chunk) > 1:
+                    merged = self.group_job_factory.new(
+                        groupid, (j for g in chunk for j in g.jobs), self.workflow.global_resources
+                    )
+                    for job in merged.jobs:
+                        self._group[job] = merged
+    for group in set(self._group.values()):
+        group.finalize()
+
+
+if hasattr(_sm_jobs, "GroupJobFactory") and hasattr(_sm_dag.DAG, "_update_group_components"):
+    _sm_jobs.GroupJobFactory.new = _groupjob_new
+    _sm_dag.DAG._update_group_components = _update_group_components
