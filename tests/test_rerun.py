@@ -28,6 +28,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from matdisco.config import deep_update, validate_config
+
 ROOT = Path(__file__).resolve().parents[1]
 RUN = "rerun"
 
@@ -167,26 +169,14 @@ def test_nothing_to_do_after_a_full_run(workflow):
     assert not jobs, f"a dry run right after the full run still schedules jobs: {jobs}"
 
 
-def _merged_config() -> dict:
-    """config/config.yaml with config/test.yaml on top (as the tiny run sees them)."""
-
-    def merge(a: dict, b: dict) -> dict:
-        out = dict(a)
-        for k, v in b.items():
-            out[k] = merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
-        return out
-
-    base = yaml.safe_load((ROOT / "config/config.yaml").read_text())
-    return merge(base, yaml.safe_load((ROOT / "config/test.yaml").read_text()) or {})
-
-
 def _edit(key: str, change) -> dict:
     """A config overlay changing one dotted key from its current value (or its schema default)."""
+    config = yaml.safe_load((ROOT / "config/config.yaml").read_text())
+    deep_update(config, yaml.safe_load((ROOT / "config/test.yaml").read_text()) or {})
+    node = validate_config(config, ROOT / "workflow/schemas/config.schema.yaml")  # as the tiny run sees it
     parts = key.split(".")
-    node, schema = _merged_config(), yaml.safe_load((ROOT / "workflow/schemas/config.schema.yaml").read_text())
     for p in parts:
-        schema = schema["properties"][p]
-        node = node[p] if isinstance(node, dict) and p in node else schema.get("default")
+        node = node[p]
     overlay = value = change(node)
     assert value != node, f"edit of {key} is a no-op ({node})"
     for p in reversed(parts):

@@ -18,24 +18,15 @@ __all__ = ["main"]
 _ROOT = Path(__file__).resolve().parents[2]
 
 
-def _deep_update(base: dict, new: dict) -> dict:
-    for k, v in new.items():
-        if isinstance(v, dict) and isinstance(base.get(k), dict):
-            _deep_update(base[k], v)
-        else:
-            base[k] = v
-    return base
-
-
 def _check_config(args: argparse.Namespace) -> int:
     import yaml
 
-    from matdisco.config import ConfigError, validate_config
+    from matdisco.config import ConfigError, deep_update, validate_config
 
     config: dict = {}
     for path in args.configs:
         with open(path, encoding="utf-8") as fh:
-            _deep_update(config, yaml.safe_load(fh) or {})
+            deep_update(config, yaml.safe_load(fh) or {})
     try:
         validate_config(config, args.schema)
     except ConfigError as err:

@@ -147,6 +147,16 @@ def validate_config(config: dict[str, Any], schema: dict[str, Any] | str | Path)
     return config
 
 
+def deep_update(base: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
+    """Layer ``new`` over ``base`` in place, key by key (as Snakemake layers --configfile)."""
+    for k, v in new.items():
+        if isinstance(v, dict) and isinstance(base.get(k), dict):
+            deep_update(base[k], v)
+        else:
+            base[k] = v
+    return base
+
+
 def load_config(path: str | Path, schema: dict[str, Any] | str | Path) -> dict[str, Any]:
     """Read a YAML config file and validate it."""
     with open(path, encoding="utf-8") as fh:
