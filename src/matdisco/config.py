@@ -10,13 +10,24 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+import math
+import re
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import jsonschema
 import yaml
 
-__all__ = ["ConfigError", "load_schema", "validate_config", "load_config", "config_hash"]
+__all__ = [
+    "ConfigError",
+    "load_schema",
+    "NULL_WORDS",
+    "coerce_string",
+    "validate_config",
+    "load_config",
+    "config_hash",
+]
 
 
 class ConfigError(ValueError):
@@ -101,6 +112,119 @@ def _fill_defaults(config: dict[str, Any], schema: dict[str, Any], root: dict[st
             _fill_defaults(config[name], sub, root)
 
 
+NULL_WORDS = frozenset({"null", "Null", "NULL", "~", "none", "None"})
+_TRUE_WORDS = frozenset({"true", "yes", "on"})
+_FALSE_WORDS = frozenset({"false", "no", "off"})
+_INT = re.compile(r"^[-+]?[0-9]+$")
+
+
+def coerce_string(text: str, types: Sequence[str]) -> Any:
+    """Read a string as the first JSON-schema type of ``types`` it spells.
+
+    Snakemake's ``--config key=value`` parses nested values (``key={a: 0.5}``) with YAML's
+    BaseLoader, so every nested scalar arrives as a string. This turns such a string back into
+    the declared type: ``null`` (``null``, ``~``, ``none``), ``boolean`` (``true``/``false``,
+    ``yes``/``no``, ``on``/``off``, any case), ``integer`` (``"3"``; ``"1e3"`` when integral) or
+    ``number`` (``"0.5"``, ``"1e-4"``; finite only). ``string`` keeps the text.
+
+    Args:
+        text: the string value.
+        types: JSON-schema type names allowed at this key, tried in this order (``string`` last
+            whatever its position, so that ``"null"`` of a nullable path still means null).
+
+    Returns:
+        The converted value.
+
+    Raises:
+        ValueError: when the text spells none of the types.
+    """
+    ordered = [t for t in ("null", "boolean", "integer", "number") if t in types]
+    for t in ordered:
+        word = text.strip()
+        if t == "null" and word in NULL_WORDS:
+            return None
+        if t == "boolean" and word.lower() in _TRUE_WORDS | _FALSE_WORDS:
+            return word.lower() in _TRUE_WORDS
+        if t == "integer":
+            if _INT.match(word):
+                return int(word)
+            try:
+                as_float = float(word)
+            except ValueError:
+                continue
+            if math.isfinite(as_float) and as_float.is_integer():
+                return int(as_float)
+        if t == "number":
+            if _INT.match(word):
+                return int(word)
+            try:
+                as_float = float(word)
+            except ValueError:
+                continue
+            if math.isfinite(as_float):
+                return as_float
+    if "string" in types:
+        return text
+    raise ValueError(f"cannot read the string {text!r} as {' or '.join(types)}")
+
+
+def _schema_types(schema: dict[str, Any]) -> list[str]:
+    """The JSON type names a schema node allows (from ``type``, else from its ``enum``)."""
+    t = schema.get("type")
+    if t is not None:
+        return [t] if isinstance(t, str) else list(t)
+    names = {bool: "boolean", int: "integer", float: "number", str: "string", type(None): "null"}
+    return sorted({names[type(v)] for v in schema.get("enum", []) if type(v) in names})
+
+
+def _coerce_strings(
+    node: Any,
+    schema: dict[str, Any],
+    root: dict[str, Any],
+    path: tuple[Any, ...],
+    problems: list[str],
+) -> Any:
+    """Convert string scalars to the schema's declared type, walking ``node`` and ``schema``.
+
+    Strings that spell none of the allowed types are left as they are (the validator then
+    reports them by key) and also listed in ``problems`` with the reason.
+    """
+    schema = _resolve(schema, root)
+    if isinstance(node, dict):
+        props = schema.get("properties", {})
+        extra = schema.get("additionalProperties")
+        for key, value in node.items():
+            sub = props.get(key, extra if isinstance(extra, dict) else None)
+            if isinstance(sub, dict):
+                node[key] = _coerce_strings(value, sub, root, (*path, key), problems)
+        return node
+    if isinstance(node, list):
+        items = schema.get("items")
+        if isinstance(items, dict):
+            for i, value in enumerate(node):
+                node[i] = _coerce_strings(value, items, root, (*path, i), problems)
+        return node
+    if not isinstance(node, str):
+        return node
+    types = _schema_types(schema)
+    enum = schema.get("enum")
+    if enum is not None:
+        if node in enum:
+            return node
+        try:
+            value = coerce_string(node, [t for t in types if t != "string"])
+        except ValueError:
+            return node  # the validator reports the value that is not one of the enum
+        return value if value in enum else node
+    if "string" in types or not types:
+        return None if "null" in types and node.strip() in NULL_WORDS else node
+    try:
+        return coerce_string(node, types)
+    except ValueError as err:
+        problems.append(f"{_dotted(path)}: {err} (allowed: {_allowed(schema, root)})")
+        return node
+
+
 def _cross_checks(config: dict[str, Any]) -> list[str]:
     problems = []
     data = config.get("data", {})
@@ -122,6 +246,10 @@ def _cross_checks(config: dict[str, Any]) -> list[str]:
 def validate_config(config: dict[str, Any], schema: dict[str, Any] | str | Path) -> dict[str, Any]:
     """Validate ``config`` and fill in schema defaults, in place.
 
+    String scalars where the schema declares another type (what ``snakemake --config
+    'section={key: 0.5}'`` delivers) are first converted to that type, in place (see
+    :func:`coerce_string`); a string that cannot be converted is an error naming its key.
+
     Args:
         config: the configuration mapping (as Snakemake loads it).
         schema: the schema mapping or the path of its YAML file.
@@ -136,9 +264,13 @@ def validate_config(config: dict[str, Any], schema: dict[str, Any] | str | Path)
         schema = load_schema(schema)
     if not isinstance(config, dict):
         raise ConfigError(f"config must be a mapping, got {type(config).__name__}")
+    not_converted: list[str] = []
+    _coerce_strings(config, schema, schema, (), not_converted)
     validator = jsonschema.Draft202012Validator(schema)
     errors = sorted(validator.iter_errors(config), key=lambda e: (list(map(str, e.absolute_path)), e.message))
     messages = [_message(e, schema) for e in errors]
+    bad_keys = {m.split(":", 1)[0] for m in not_converted}
+    messages = not_converted + [m for m in messages if m.split(":", 1)[0] not in bad_keys]
     if not messages:
         _fill_defaults(config, schema, schema)
         messages = _cross_checks(config)
