@@ -121,3 +121,43 @@ def test_snakemake_stops_before_any_job(root, tmp_path, snakemake_bin, overlay, 
     out = proc.stdout + proc.stderr
     assert key in out, out[-2000:]
     assert "Job stats" not in out and "rule build_store" not in out
+
+
+@pytest.mark.parametrize(
+    ("path", "text", "value"),
+    [
+        (("classifier", "decision_threshold"), "0.5", 0.5),
+        (("classifier", "decision_threshold"), "null", None),
+        (("gan", "train", "epochs"), "3", 3),
+        (("recommender", "n_quantile_samples"), "1e5", 100000),
+        (("relax", "timeout_s"), "60", 60),
+        (("relax", "relax_cell"), "False", False),
+        (("pool", "write_cifs"), "yes", True),
+        (("templates", "fallback"), "true", True),
+        (("templates", "fallback"), "always", "always"),
+        (("relax", "chgnet", "model"), "0.2.0", "0.2.0"),
+        (("screen", "candidates"), "~", None),
+        (("run_name",), "x1", "x1"),
+    ],
+)
+def test_strings_read_as_the_schema_type(config, schema, path, text, value):
+    """`snakemake --config 'sec={key: v}'` gives strings (YAML BaseLoader); they are typed."""
+    node = config
+    for p in path[:-1]:
+        node = node.setdefault(p, {})
+    node[path[-1]] = text
+    validate_config(config, schema)
+    got = config
+    for p in path:
+        got = got[p]
+    assert got == value and type(got) is type(value)
+
+
+def test_unreadable_string_names_the_key(config, schema):
+    config["classifier"]["decision_threshold"] = "abc"
+    config["gan"]["train"] = {"epochs": "three"}
+    with pytest.raises(ConfigError) as err:
+        validate_config(config, schema)
+    msg = str(err.value)
+    assert "classifier.decision_threshold: cannot read the string 'abc' as number or null" in msg
+    assert "gan.train.epochs: cannot read the string 'three' as integer" in msg
