@@ -585,7 +585,7 @@ class TemplateLibrary:
         rest = same & ~excluded
         n = int((rest & (self.nsites > st.max_sites)).sum())
         if n:
-            out.append(msg(n, f"more than max_sites={st.max_sites} sites"))
+            out.append(msg(n, f"more than max_sites={st.max_sites} sites (raise max_sites to use them)"))
         if st.max_e_above_hull is not None:
             n = int((rest & (self.nsites <= st.max_sites) & (self.ehull > st.max_e_above_hull)).sum())
             if n:
