@@ -109,7 +109,11 @@ def test_charge_balance_known_cases():
     # spinel MgMn2O4 with Mn fixed to 3+: Mg2+ Mn3+ O2-
     assert charge_balance_possible("MgMn2O4", {"Mn": [3, 3]})
     assert oxidation_state_guess("MgMn2O4", {"Mn": [3, 3]}) == {"Mg": 2.0, "Mn": 3.0, "O": -2.0}
-    assert oxidation_state_guess({"Mg": 1, "Mn": 2, "O": 4}, {"Mn": [2, 4]}) == {"Mg": 2.0, "Mn": 3.0, "O": -2.0}
+    assert oxidation_state_guess({"Mg": 1, "Mn": 2, "O": 4}, {"Mn": [2, 4]}) == {
+        "Mg": 2.0,
+        "Mn": 3.0,
+        "O": -2.0,
+    }
     # mixed valence: Mn3O4 = Mn2+ Mn3+ Mn3+ (average 8/3)
     got = oxidation_state_guess("Mn3O4", {"Mn": [2, 4]})
     assert got is not None and got["Mn"] == pytest.approx(8 / 3)

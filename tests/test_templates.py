@@ -246,7 +246,7 @@ def test_cli_templates_ranks_and_excludes_self(tmp_path, capsys):
     assert cli_main(["templates", "BaFe2As2", "--top", "2", "--exclude-self", "--store", str(store)]) == 0
     out = capsys.readouterr().out
     assert "mp-1 " not in out and "excluded formula" in out
-    first = [ln for ln in out.splitlines() if ln.strip().startswith("1 ")][0]
+    first = next(ln for ln in out.splitlines() if ln.strip().startswith("1 "))
     assert "mp-2" in first and "Sr->Ba" in first and "Co->Fe" in first
     # every template skipped by max_sites: exit 1, and the message says why
     assert cli_main(["templates", "BaFe2As2", "--exclude-self", "--max-sites", "4", "--store", str(store)]) == 1

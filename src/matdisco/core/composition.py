@@ -31,7 +31,7 @@ import math
 import re
 import warnings
 from collections.abc import Mapping, Sequence
-from functools import lru_cache
+from functools import cache, lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -44,32 +44,33 @@ __all__ = [
     "ELEMENT_SYMBOLS",
     "MAX_Z",
     "FormulaError",
-    "parse_formula",
-    "element_amounts",
-    "normalize_formula",
-    "normalize_formulas",
-    "integer_composition",
-    "amounts_by_z",
-    "common_oxidation_states",
     "allowed_oxidation_states",
+    "amounts_by_z",
     "charge_balance_possible",
-    "oxidation_state_guess",
-    "first_oxidation_guess",
-    "pettifor_numbers",
-    "petti_cdf",
-    "petti_valid",
+    "common_oxidation_states",
+    "element_amounts",
     "elmd",
     "elmd_matrix",
+    "first_oxidation_guess",
+    "integer_composition",
+    "normalize_formula",
+    "normalize_formulas",
+    "oxidation_state_guess",
+    "parse_formula",
+    "petti_cdf",
+    "petti_valid",
+    "pettifor_numbers",
     "scale_cdf",
 ]
 
 #: element symbols by atomic number (index 0 = Z 1)
-ELEMENT_SYMBOLS: tuple[str, ...] = tuple(
+_SYMBOL_TEXT = (
     "H He Li Be B C N O F Ne Na Mg Al Si P S Cl Ar K Ca Sc Ti V Cr Mn Fe Co Ni Cu Zn Ga Ge As Se "
     "Br Kr Rb Sr Y Zr Nb Mo Tc Ru Rh Pd Ag Cd In Sn Sb Te I Xe Cs Ba La Ce Pr Nd Pm Sm Eu Gd Tb "
     "Dy Ho Er Tm Yb Lu Hf Ta W Re Os Ir Pt Au Hg Tl Pb Bi Po At Rn Fr Ra Ac Th Pa U Np Pu Am Cm "
-    "Bk Cf Es Fm Md No Lr Rf Db Sg Bh Hs Mt Ds Rg Cn Nh Fl Mc Lv Ts Og".split()
+    "Bk Cf Es Fm Md No Lr Rf Db Sg Bh Hs Mt Ds Rg Cn Nh Fl Mc Lv Ts Og"
 )
+ELEMENT_SYMBOLS: tuple[str, ...] = tuple(_SYMBOL_TEXT.split())
 _Z = {s: i + 1 for i, s in enumerate(ELEMENT_SYMBOLS)}
 #: length of arrays indexed by atomic number (index 0 unused)
 MAX_Z = 119
@@ -239,7 +240,7 @@ def integer_composition(formula: str | Composition | Mapping[str, float]) -> dic
     amounts = list(items.values())
     if any(abs(a - round(a)) > 1e-6 for a in amounts):
         return None
-    ints = [int(round(a)) for a in amounts]
+    ints = [round(a) for a in amounts]
     g = math.gcd(*ints)
     return {el: n // g for el, n in zip(items, ints, strict=True)}
 
@@ -257,7 +258,7 @@ def amounts_by_z(formula: str | Composition | Mapping[str, float]) -> np.ndarray
 # --------------------------------------------------------------------------------------
 
 
-@lru_cache(maxsize=None)
+@cache
 def common_oxidation_states(symbol: str) -> tuple[int, ...]:
     """pymatgen's common oxidation states of an element (``(0,)`` when it has none)."""
     from pymatgen.core import Element
@@ -266,7 +267,9 @@ def common_oxidation_states(symbol: str) -> tuple[int, ...]:
     return tuple(int(x) for x in states) if states else (0,)
 
 
-def allowed_oxidation_states(symbol: str, windows: Mapping[str, Sequence[int]] | None = None) -> list[int]:
+def allowed_oxidation_states(
+    symbol: str, windows: Mapping[str, Sequence[int]] | None = None
+) -> list[int]:
     """Integer oxidation states an element may take.
 
     Args:
@@ -295,7 +298,7 @@ def _site_counts(composition: Mapping[str, int] | str | Composition) -> dict[str
         raise ValueError(
             f"formula {composition!r}: charge balance needs integer amounts, got {amounts}"
         )
-    return {k: int(round(v)) for k, v in amounts.items()}
+    return {k: round(v) for k, v in amounts.items()}
 
 
 def _achievable_charges(states: Sequence[int], n: int) -> set[int]:
@@ -364,7 +367,7 @@ def oxidation_state_guess(
     return {k: float(v) for k, v in guesses[0].items()} if guesses else None
 
 
-@lru_cache(maxsize=None)
+@cache
 def first_oxidation_guess(formula: str, override_key: tuple = ()) -> dict[str, float]:
     """pymatgen's most likely oxidation state per element (empty dict when none).
 

@@ -75,7 +75,13 @@ from matdisco.core.composition import (
     pettifor_numbers,
 )
 from matdisco.pool import MatchSettings, StructureComparer, fill_entry_columns, neighbour_stats
-from matdisco.store import StructureArrays, atomic_write, read_entries, read_structure_arrays, write_store
+from matdisco.store import (
+    StructureArrays,
+    atomic_write,
+    read_entries,
+    read_structure_arrays,
+    write_store,
+)
 
 if TYPE_CHECKING:
     from pymatgen.core import Structure
