@@ -10,10 +10,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from matdisco.cli import main as cli_main
+from matdisco.core.composition import FormulaError
+from matdisco.core.composition import elmd as elmd_mod_petti
 from matdisco.generate.templates import (
     TemplateLibrary,
     TemplateSettings,
-    elmd_mod_petti,
     generate_templates,
 )
 from matdisco.store import StructureArrays, read_entries, read_structures, write_store
@@ -160,3 +162,102 @@ def test_no_template_gives_an_empty_store_and_a_warning(tmp_path, caplog):
         generate_templates(store, ["LiFePO4"], out_store=out, out_summary=tmp_path / "c.json")
     assert len(read_entries(out)) == 0
     assert "no candidates" in caplog.text
+
+
+def _thcr2si2(a: str = "Ba", b: str = "Fe", x: str = "As", c: float = 13.0, z: float = 0.354):
+    """ThCr2Si2-type (I4/mmm) AB2X2, the BaFe2As2 structure; stored as the 10-site cell."""
+    from pymatgen.core import Lattice, Structure
+
+    s = Structure.from_spacegroup(
+        "I4/mmm", Lattice.tetragonal(3.96, c), [a, b, x], [[0, 0, 0], [0, 0.5, 0.25], [0, 0, z]]
+    )
+    return s.get_sorted_structure()
+
+
+def _big_cell(s, n: int):
+    """A supercell of ``s`` with at least ``n`` sites (same composition, more sites)."""
+    m = 1
+    while len(s) * m**3 < n:
+        m += 1
+    return s * (m, m, m)
+
+
+def test_exclusion_compares_compositions_not_strings(tmp_path):
+    """The store holds BaFe2As2 as pymatgen's 'Ba(FeAs)2'; excluding 'BaFe2As2' must hide it."""
+    store = _store(
+        tmp_path / "s.h5",
+        [_thcr2si2("Ba", "Fe", "As"), _thcr2si2("Sr", "Co", "As", c=11.6), _rocksalt("Mg", "O")],
+    )
+    assert read_entries(store)["formula"].iloc[0] == "Ba(FeAs)2"
+    lib = TemplateLibrary.from_store(store, TemplateSettings(top_k=3))
+    kept, _ = lib.predict("BaFe2As2")
+    assert kept[0].parent == "mp-1" and kept[0].template_distance == 0.0  # itself, when allowed
+    for spelling in ("BaFe2As2", "Ba(FeAs)2", "As2Fe2Ba", "Ba2Fe4As4"):
+        cands, summary = lib.predict("BaFe2As2", exclude_formulas=[spelling])
+        assert cands, spelling
+        assert all(c.parent != "mp-1" for c in cands), spelling
+        assert all(c.template_formula != "Ba(FeAs)2" for c in cands), spelling
+        assert cands[0].parent == "mp-2"  # SrCo2As2 with Sr->Ba, Co->Fe
+        assert "1 template of the same stoichiometry skipped: excluded formula" in summary["skipped"]
+    with pytest.raises(FormulaError, match="Ba\\(FeAs"):
+        lib.predict("BaFe2As2", exclude_formulas=["Ba(FeAs"])
+
+
+def test_max_sites_skips_are_reported(tmp_path, caplog):
+    """Templates removed by max_sites are counted and named, also when none is left."""
+    big = _big_cell(_thcr2si2("Sr", "Co", "As", c=11.6), 81)
+    store = _store(tmp_path / "s.h5", [big, _rocksalt("Mg", "O")])
+    lib = TemplateLibrary.from_store(store, TemplateSettings(top_k=2, fallback=False))
+    with caplog.at_level(logging.WARNING, logger="matdisco"):
+        cands, summary = lib.predict("BaFe2As2")
+    assert cands == []
+    msg = "1 template of the same stoichiometry skipped: more than max_sites=80 sites"
+    assert any(m.startswith(msg) for m in summary["skipped"])
+    assert msg in summary["reason"] and msg in caplog.text
+    # raising the limit makes the template usable
+    roomy = TemplateLibrary.from_store(store, TemplateSettings(top_k=2, fallback=False, max_sites=len(big)))
+    cands, summary = roomy.predict("BaFe2As2")
+    assert cands and cands[0].parent == "mp-1" and summary["skipped"] == []
+
+
+def test_generate_templates_excludes_formulas(tmp_path):
+    store = _store(tmp_path / "s.h5", [_thcr2si2("Ba", "Fe", "As"), _thcr2si2("Sr", "Co", "As", c=11.6)])
+    out, summ = tmp_path / "c.h5", tmp_path / "c.json"
+    summary = generate_templates(
+        store, ["BaFe2As2"], out_store=out, out_summary=summ, settings={"top_k": 2},
+        exclude_formulas=["BaFe2As2"],
+    )
+    table = read_entries(out)
+    assert len(table) >= 1 and set(table["parent"]) == {"mp-2"}
+    assert summary["exclude_formulas"] == ["Ba(FeAs)2"]
+    with pytest.raises(FormulaError, match="Xx2O"):
+        generate_templates(store, ["Xx2O"], out_store=tmp_path / "d.h5", out_summary=tmp_path / "d.json")
+    assert not (tmp_path / "d.h5").exists() and not (tmp_path / "d.json").exists()
+
+
+def test_cli_templates_ranks_and_excludes_self(tmp_path, capsys):
+    store = _store(
+        tmp_path / "s.h5", [_thcr2si2("Ba", "Fe", "As"), _thcr2si2("Sr", "Co", "As", c=11.6), _rocksalt("Mg", "O")]
+    )
+    assert cli_main(["templates", "BaFe2As2", "--top", "2", "--store", str(store)]) == 0
+    out = capsys.readouterr().out
+    lines = [ln for ln in out.splitlines() if ln.strip().startswith("1 ")]
+    assert lines and "mp-1" in lines[0] and "Ba(FeAs)2" in lines[0]
+    assert cli_main(["templates", "BaFe2As2", "--top", "2", "--exclude-self", "--store", str(store)]) == 0
+    out = capsys.readouterr().out
+    assert "mp-1 " not in out and "excluded formula" in out
+    first = next(ln for ln in out.splitlines() if ln.strip().startswith("1 "))
+    assert "mp-2" in first and "Sr->Ba" in first and "Co->Fe" in first
+    # every template skipped by max_sites: exit 1, and the message says why
+    assert cli_main(["templates", "BaFe2As2", "--exclude-self", "--max-sites", "4", "--store", str(store)]) == 1
+    captured = capsys.readouterr()
+    assert "more than max_sites=4 sites" in captured.err
+
+
+def test_cli_templates_errors(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # no results/default/data/entries.h5 here
+    assert cli_main(["templates", "BaFe2As2"]) == 2
+    err = capsys.readouterr().err
+    assert "results/default/data/entries.h5" in err and "--store" in err
+    assert cli_main(["templates", "Ba(FeAs", "--store", "x.h5"]) == 2
+    assert "Ba(FeAs" in capsys.readouterr().err

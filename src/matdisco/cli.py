@@ -4,6 +4,7 @@
     matdisco store-info STORE            summary of an entry store
     matdisco archive results/RUN         pack a run + MANIFEST.json into results/RUN.tar.gz
     matdisco verify results/RUN.tar.gz   check an archive against its manifest (exit 1 on mismatch)
+    matdisco templates FORMULA           rank template structures for one composition
 """
 
 from __future__ import annotations
@@ -80,6 +81,62 @@ def _verify(args: argparse.Namespace) -> int:
     return 0
 
 
+_DEFAULT_STORE = Path("results") / "default" / "data" / "entries.h5"
+
+
+def _templates(args: argparse.Namespace) -> int:
+    """Rank template structures for one composition (the template stage for a single target)."""
+    import logging
+
+    from matdisco.core.composition import FormulaError, normalize_formula
+    from matdisco.generate.templates import TemplateLibrary, TemplateSettings
+
+    try:
+        target = normalize_formula(args.formula)
+        excluded = [normalize_formula(f) for f in args.exclude]
+    except FormulaError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    store = Path(args.store) if args.store else _DEFAULT_STORE
+    if not store.is_file():
+        hint = (
+            "pass --store PATH"
+            if args.store
+            else f"build it with `snakemake --cores 2 {_DEFAULT_STORE}` or pass --store PATH"
+        )
+        print(f"error: entry store {store} not found; {hint}", file=sys.stderr)
+        return 2
+    if args.exclude_self:
+        excluded.append(target)
+    overrides = {"top_k": args.top}
+    if args.max_sites is not None:
+        overrides["max_sites"] = args.max_sites
+    try:
+        settings = TemplateSettings.from_config(overrides)
+    except ValueError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    logging.getLogger("matdisco.generate.templates").setLevel(logging.ERROR)
+    lib = TemplateLibrary.from_store(store, settings)
+    cands, summary = lib.predict(target, exclude_formulas=excluded)
+    print(f"{target}: {len(cands)} template candidates from {store} ({len(lib.entries)} entries)")
+    if excluded:
+        print(f"excluded compositions: {', '.join(dict.fromkeys(excluded))}")
+    for msg in summary.get("skipped", []):
+        print(f"note: {msg}")
+    if not cands:
+        print(f"error: {summary.get('reason', 'no template found')}", file=sys.stderr)
+        return 1
+    header = f"{'rank':>4}  {'template':<14} {'formula':<18} {'distance':>8} {'elmd':>7}  {'method':<12} mapping"
+    print(header)
+    for i, c in enumerate(cands, start=1):
+        print(
+            f"{i:>4}  {c.parent:<14} {c.template_formula:<18} {c.template_distance:>8.3f} "
+            f"{c.elmd:>7.3f}  {c.method:<12} {c.mapping}"
+        )
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``matdisco`` command."""
     ap = argparse.ArgumentParser(prog="matdisco", description="matdisco utilities")
@@ -101,6 +158,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("archive")
     p.add_argument("--manifest", default=None, help="an external copy of the manifest to check against")
     p.set_defaults(func=_verify)
+    p = sub.add_parser("templates", help="rank template structures (known structures with substituted elements) for one composition")
+    p.add_argument("formula", help="target composition, e.g. MgMn2O4")
+    p.add_argument("--top", type=int, default=5, help="number of distinct candidates (default 5)")
+    p.add_argument("--exclude-self", action="store_true", help="do not use entries of the target's own composition as templates")
+    p.add_argument("--exclude", action="append", default=[], metavar="FORMULA", help="a composition whose entries may not serve as templates (repeatable)")
+    p.add_argument("--store", default=None, help=f"entry store (default: {_DEFAULT_STORE})")
+    p.add_argument("--max-sites", type=int, default=None, help="skip templates with more sites (default: the templates setting, 80)")
+    p.set_defaults(func=_templates)
     args = ap.parse_args(argv)
     return int(args.func(args))
 

@@ -1,7 +1,7 @@
 """Composition features: Magpie-style element-property statistics, vectorised.
 
-Each formula is parsed once (a small parser of our own, checked against pymatgen in the
-tests) into a sparse composition matrix (CSR: row pointer, element index, atomic fraction).
+Each formula is parsed once (:func:`matdisco.core.composition.element_amounts`, the one
+parser of matdisco) into a sparse composition matrix (CSR: row pointer, element index, atomic fraction).
 Every feature is then a handful of NumPy operations over all rows at once:
 
 * element-property statistics from the bundled Magpie table, plus the modified Pettifor
@@ -33,23 +33,27 @@ from __future__ import annotations
 import gzip
 import json
 import logging
-import math
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from matdisco.core.composition import (
+    ELEMENT_SYMBOLS,
+    FormulaError,
+    common_oxidation_states,
+    element_amounts,
+    scale_cdf,
+)
+
 __all__ = [
     "ElementTable",
     "ParsedFormulas",
     "FeatureSet",
     "FEATURE_DEFAULTS",
-    "parse_formula",
     "parse_formulas",
     "composition_keys",
     "featurize",
@@ -67,12 +71,7 @@ __all__ = [
 log = logging.getLogger("matdisco.features")
 
 #: element symbols by atomic number (index 0 = Z 1)
-SYMBOLS: tuple[str, ...] = (
-    "H He Li Be B C N O F Ne Na Mg Al Si P S Cl Ar K Ca Sc Ti V Cr Mn Fe Co Ni Cu Zn Ga Ge As Se "
-    "Br Kr Rb Sr Y Zr Nb Mo Tc Ru Rh Pd Ag Cd In Sn Sb Te I Xe Cs Ba La Ce Pr Nd Pm Sm Eu Gd Tb "
-    "Dy Ho Er Tm Yb Lu Hf Ta W Re Os Ir Pt Au Hg Tl Pb Bi Po At Rn Fr Ra Ac Th Pa U Np Pu Am Cm "
-    "Bk Cf Es Fm Md No Lr Rf Db Sg Bh Hs Mt Ds Rg Cn Nh Fl Mc Lv Ts Og"
-).split()
+SYMBOLS: tuple[str, ...] = ELEMENT_SYMBOLS
 _Z = {s: i + 1 for i, s in enumerate(SYMBOLS)}
 
 #: the Magpie element properties used (columns of the bundled table)
@@ -203,115 +202,14 @@ class ElementTable:
         return cls(list(d["symbols"]), list(d["properties"]), np.asarray(d["values"], float), dict(d["oxidation_states"]))
 
 
-@lru_cache(maxsize=4)
 def _oxidation_states(symbols: tuple[str, ...]) -> dict[str, list[int]]:
     """pymatgen's common oxidation states ([0] for elements without any)."""
-    from pymatgen.core.periodic_table import Element
-
-    out = {}
-    for s in symbols:
-        states = list(Element(s).common_oxidation_states)
-        out[s] = [int(x) for x in states] if states else [0]
-    return out
+    return {s: list(common_oxidation_states(s)) for s in symbols}
 
 
 # --------------------------------------------------------------------------------------
-# formula parsing
+# formula parsing: one parser for all of matdisco (matdisco.core.composition)
 # --------------------------------------------------------------------------------------
-
-_NUM = r"(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?"
-_SIMPLE = re.compile(rf"(?:\s*[A-Z][a-z]?\s*(?:{_NUM})?)+\s*")
-_SIMPLE_TOKEN = re.compile(rf"([A-Z][a-z]?)\s*({_NUM})?")
-_TOKEN = re.compile(rf"\s*(?:([A-Z][a-z]?)|({_NUM})|([(\[{{])|([)\]}}])|(.))")
-_CLOSE = {"(": ")", "[": "]", "{": "}"}
-
-
-class FormulaError(ValueError):
-    """A formula that cannot be parsed; the message is the reason."""
-
-
-def parse_formula(formula: str) -> dict[str, float]:
-    """Parse one chemical formula into {element: amount}.
-
-    Accepts element symbols with optional (decimal or exponent) amounts, whitespace between
-    tokens (``"Mg2 Mn4 O8"``) and nested groups in (), [] or {} with multipliers. Repeated
-    elements are summed; zero amounts are dropped.
-
-    Args:
-        formula: e.g. ``"Sr3CaTiMn3O12"``, ``"CdH8(NO5)2"``, ``"Li0.5CoO2"``.
-
-    Returns:
-        Element -> amount, in order of first appearance.
-
-    Raises:
-        FormulaError: with the reason (empty, bad character, unbalanced brackets, unknown
-            element, no positive amount).
-    """
-    if not isinstance(formula, str):
-        raise FormulaError(f"not a string ({type(formula).__name__})")
-    if not formula.strip():
-        raise FormulaError("empty formula")
-    amounts: dict[str, float] = {}
-    if _SIMPLE.fullmatch(formula):
-        for sym, num in _SIMPLE_TOKEN.findall(formula):
-            amounts[sym] = amounts.get(sym, 0.0) + (float(num) if num else 1.0)
-    else:
-        amounts = _parse_nested(formula)
-    for sym in amounts:
-        if sym not in _Z:
-            raise FormulaError(f"unknown element {sym!r}")
-    amounts = {k: v for k, v in amounts.items() if v > 0}
-    if not amounts:
-        raise FormulaError("no element with a positive amount")
-    if not all(math.isfinite(v) for v in amounts.values()):
-        raise FormulaError("non-finite amount")
-    return amounts
-
-
-def _parse_nested(formula: str) -> dict[str, float]:
-    stack: list[tuple[dict[str, float], str]] = [({}, "")]
-    last: dict[str, float] | None = None  # the group or element a number would multiply
-    last_sym: str | None = None
-    pos = 0
-    n = len(formula)
-    while pos < n:
-        m = _TOKEN.match(formula, pos)
-        if m is None or m.end() == pos:  # only trailing whitespace left
-            break
-        pos = m.end()
-        sym, num, opening, closing, bad = m.groups()
-        cur = stack[-1][0]
-        if sym is not None:
-            cur[sym] = cur.get(sym, 0.0) + 1.0
-            last, last_sym = None, sym
-        elif num is not None:
-            x = float(num)
-            if last_sym is not None:
-                cur[last_sym] += x - 1.0
-            elif last is not None:
-                for k, v in last.items():
-                    cur[k] = cur.get(k, 0.0) + v * (x - 1.0)
-            else:
-                raise FormulaError(f"number {num!r} at position {m.start(2)} follows no element or group")
-            last, last_sym = None, None
-        elif opening is not None:
-            stack.append(({}, opening))
-            last, last_sym = None, None
-        elif closing is not None:
-            if len(stack) == 1 or _CLOSE[stack[-1][1]] != closing:
-                raise FormulaError(f"unbalanced {closing!r} at position {m.start(4)}")
-            group, _ = stack.pop()
-            if not group:
-                raise FormulaError(f"empty group before position {m.start(4)}")
-            parent = stack[-1][0]
-            for k, v in group.items():
-                parent[k] = parent.get(k, 0.0) + v
-            last, last_sym = group, None
-        else:
-            raise FormulaError(f"invalid character {bad!r} at position {m.start(5)}")
-    if len(stack) != 1:
-        raise FormulaError(f"unclosed {stack[-1][1]!r}")
-    return stack[0][0]
 
 
 @dataclass
@@ -373,14 +271,14 @@ def parse_formulas(formulas: Sequence[str], table: ElementTable) -> ParsedFormul
             res = cache[f]
         except KeyError:
             try:
-                amounts = parse_formula(f)
+                amounts = element_amounts(f)
                 nodata = [s for s in amounts if s not in index]
                 if nodata:
                     res = f"no element data for {', '.join(nodata)}"
                 else:
                     res = ([index[s] for s in amounts], list(amounts.values()))
             except FormulaError as err:
-                res = str(err)
+                res = err.reason
             except TypeError:  # unhashable or odd object
                 res = f"not a string ({type(f).__name__})"
             try:
@@ -841,9 +739,4 @@ def pettifor_cdf(
         ``(cdf, gaps)``: (n, G - 1) cumulative fractions over the G distinct scale
         values (rows of invalid formulas are zero) and the (G - 1,) gaps between them.
     """
-    pos = table.column(scale)
-    grid = np.unique(pos)
-    gi = np.searchsorted(grid, pos)
-    dense = np.zeros((len(parsed), len(grid)), dtype=np.float64)
-    np.add.at(dense, (parsed.row, gi[parsed.elem]), parsed.frac)
-    return np.cumsum(dense, axis=1)[:, :-1].astype(dtype), np.diff(grid).astype(dtype)
+    return scale_cdf(parsed.row, parsed.elem, parsed.frac, len(parsed), table.column(scale), dtype)

@@ -36,6 +36,15 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from matdisco.core.composition import (
+    FormulaError,
+    charge_balance_possible,
+    element_amounts,
+    elmd_matrix,
+    integer_composition,
+    normalize_formula,
+    oxidation_state_guess,
+)
 from matdisco.store import atomic_write, read_entries
 
 __all__ = [
@@ -47,7 +56,6 @@ __all__ = [
     "charge_balanced_candidates",
     "acquisition_scores",
     "rank_candidates",
-    "petti_emd_matrix",
     "nearest_known",
     "plot_proposals",
     "propose",
@@ -95,86 +103,12 @@ def enumerate_compositions(elements: Sequence[str], max_atoms: int) -> list[dict
     return [dict(zip(elements, (int(x) for x in row), strict=True)) for row in grid]
 
 
-def _allowed_states(symbol: str, windows: Mapping[str, Sequence[int]]) -> list[int]:
-    from pymatgen.core import Element
-
-    if symbol in windows:
-        lo, hi = (int(x) for x in windows[symbol])
-        return list(range(min(lo, hi), max(lo, hi) + 1))
-    el = Element(symbol)
-    states = el.icsd_oxidation_states or el.common_oxidation_states or el.oxidation_states
-    return [int(s) for s in states]
-
-
-def _achievable_charges(states: Sequence[int], n: int) -> set[int]:
-    """Every total charge of ``n`` sites that each take one of ``states``."""
-    sums = {0}
-    for _ in range(n):
-        sums = {a + b for a in sums for b in set(states)}
-    return sums
-
-
-def charge_balance_possible(
-    composition: Mapping[str, int], windows: Mapping[str, Sequence[int]] | None = None
-) -> bool:
-    """Whether integer per-site oxidation states (see :func:`oxidation_state_guess`) can sum to 0.
-
-    Exact and fast (a sum-set over sites); the same criterion pymatgen's ``oxi_state_guesses``
-    applies, used as a prefilter so pymatgen only runs on feasible compositions.
-    """
-    windows = dict(windows or {})
-    totals = {0}
-    for el, n in composition.items():
-        charges = _achievable_charges(_allowed_states(el, windows), int(n))
-        totals = {a + b for a in totals for b in charges}
-    return 0 in totals
-
-
-def oxidation_state_guess(
-    composition: Mapping[str, int], windows: Mapping[str, Sequence[int]] | None = None
-) -> dict[str, float] | None:
-    """The most likely charge-balanced average oxidation states, or ``None`` if there is none.
-
-    Every site takes an integer state; configured elements take states in their inclusive
-    ``[min, max]`` window (so Mn in [2, 4] may be mixed-valent, e.g. Mn3O4 = Mn(2.67)), the others
-    their ICSD-common states. With at most one element free to vary its average is forced by charge
-    balance; otherwise pymatgen's ``oxi_state_guesses`` picks the most likely assignment.
-
-    Args:
-        composition: ``{element: amount}``.
-        windows: allowed ``[min, max]`` oxidation state per element.
-    """
-    from pymatgen.core import Composition
-
-    windows = dict(windows or {})
-    if not charge_balance_possible(composition, windows):
-        return None
-    override = {el: _allowed_states(el, windows) for el in composition}
-    flexible = [el for el, states in override.items() if len(set(states)) > 1]
-    if len(flexible) <= 1:
-        # at most one element can vary: its average state is forced by charge balance
-        fixed = {el: float(override[el][0]) for el in composition if el not in flexible}
-        out = dict(fixed)
-        if flexible:
-            el = flexible[0]
-            out[el] = -sum(fixed[e] * composition[e] for e in fixed) / composition[el]
-        return {el: out[el] for el in composition}
-    guesses = Composition(dict(composition)).oxi_state_guesses(oxi_states_override=override)
-    return {k: float(v) for k, v in guesses[0].items()} if guesses else None
-
-
 def _format_states(states: Mapping[str, float]) -> str:
     parts = []
     for el, v in states.items():
         txt = f"{v:+.2f}".rstrip("0").rstrip(".")
         parts.append(f"{el}:{txt}")
     return ";".join(parts)
-
-
-def _reduced_formula(composition: Mapping[str, int]) -> str:
-    from pymatgen.core import Composition
-
-    return Composition(dict(composition)).reduced_formula
 
 
 def charge_balanced_candidates(
@@ -194,7 +128,7 @@ def charge_balanced_candidates(
             continue
         rows.append(
             {
-                "formula": _reduced_formula(comp),
+                "formula": normalize_formula(comp),
                 "composition": " ".join(f"{el}{n}" for el, n in comp.items()),
                 "n_atoms": int(sum(comp.values())),
                 "oxidation_states": _format_states({el: states[el] for el in comp}),
@@ -281,53 +215,6 @@ def rank_candidates(
 # --------------------------------------------------------------------------------------------
 
 
-def _petti_lookup() -> dict[str, int]:
-    from ElMD import ElMD
-
-    return {
-        k: int(v)
-        for k, v in ElMD("H", metric="mod_petti").petti_lookup.items()
-        if isinstance(v, int | np.integer)
-    }
-
-
-def _petti_cdf(formulas: Sequence[str], lookup: Mapping[str, int]) -> tuple[np.ndarray, np.ndarray]:
-    """Cumulative composition along the modified Pettifor scale; (cdf (n, D), valid (n,))."""
-    from matdisco.recommender import _parse
-
-    d = max(lookup.values()) + 1
-    out = np.zeros((len(formulas), d))
-    valid = np.zeros(len(formulas), bool)
-    for r, f in enumerate(formulas):
-        try:
-            items = _parse(f)
-        except Exception:  # noqa: BLE001 - an unparsable reference is skipped
-            continue
-        total = sum(a for _, a in items)
-        if total <= 0 or any(el not in lookup for el, _ in items):
-            continue
-        for el, a in items:
-            out[r, lookup[el]] += a / total
-        valid[r] = True
-    return np.cumsum(out, axis=1), valid
-
-
-def petti_emd_matrix(a: Sequence[str], b: Sequence[str]) -> np.ndarray:
-    """ElMD (``mod_petti``) between every formula of ``a`` and every formula of ``b``.
-
-    On the one-dimensional modified Pettifor scale the earth mover's distance is the L1 distance
-    between cumulative compositions, which is what ``ElMD(x).elmd(y)`` computes for this metric;
-    vectorised here so that thousands of references cost milliseconds. NaN for invalid formulas.
-    """
-    lookup = _petti_lookup()
-    ca, va = _petti_cdf(a, lookup)
-    cb, vb = _petti_cdf(b, lookup)
-    out = np.full((len(a), len(b)), np.nan)
-    for i in np.flatnonzero(va):
-        out[i, vb] = np.abs(cb[vb] - ca[i]).sum(axis=1)
-    return out
-
-
 def nearest_known(formulas: Sequence[str], known: Sequence[str], n: int = 3) -> list[str]:
     """The ``n`` nearest known compounds of each formula by ElMD (mod_petti).
 
@@ -347,7 +234,7 @@ def nearest_known(formulas: Sequence[str], known: Sequence[str], n: int = 3) -> 
     known = list(dict.fromkeys(known))
     if not known or n <= 0:
         return [""] * len(formulas)
-    dist = petti_emd_matrix(list(formulas), known)
+    dist = elmd_matrix(list(formulas), known)
     out = []
     for i, f in enumerate(formulas):
         d = dist[i]
@@ -371,9 +258,7 @@ def nearest_known(formulas: Sequence[str], known: Sequence[str], n: int = 3) -> 
 
 
 def _fractions(formula: str, elements: Sequence[str]) -> np.ndarray:
-    from matdisco.recommender import _parse
-
-    amounts = dict(_parse(formula))
+    amounts = element_amounts(formula)
     v = np.array([amounts.get(e, 0.0) for e in elements], dtype=float)
     return v / v.sum() if v.sum() > 0 else v
 
@@ -547,18 +432,14 @@ def plot_proposals(
 
 
 def _key(formula: str) -> frozenset[tuple[str, int]] | None:
-    from matdisco.recommender import integer_composition
-
     comp = integer_composition(formula)
     return frozenset(comp.items()) if comp is not None else None
 
 
 def _elements_of(formula: str) -> set[str]:
-    from matdisco.recommender import _parse
-
     try:
-        return {el for el, _ in _parse(formula)}
-    except Exception:  # noqa: BLE001 - an unparsable formula belongs to no space
+        return set(element_amounts(formula))
+    except FormulaError:  # an unparsable formula belongs to no space
         return {"?"}
 
 

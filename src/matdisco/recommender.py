@@ -35,13 +35,13 @@ import pickle
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from functools import cache
 from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
 import pandas as pd
 
+from matdisco.core.composition import integer_composition, normalize_formula
 from matdisco.store import atomic_write, read_entries
 
 __all__ = [
@@ -142,33 +142,6 @@ def ratio_grid(max_atoms: int, n_components: int = 3) -> np.ndarray:
     rows = [r for r in rows if math.gcd(*r) == 1]
     rows.sort(key=lambda r: (sum(r), r))
     return np.asarray(rows, dtype=np.int64).reshape(-1, n_components)
-
-
-@cache
-def _parse(formula: str) -> tuple[tuple[str, float], ...]:
-    from pymatgen.core import Composition
-
-    comp = Composition(formula)
-    return tuple((str(el), float(amt)) for el, amt in comp.get_el_amt_dict().items() if amt > 0)
-
-
-def integer_composition(formula: str) -> dict[str, int] | None:
-    """Reduced integer amounts of a formula (``None`` if the amounts are not integers).
-
-    Example: ``"Mg2Mn4O8"`` -> ``{"Mg": 1, "Mn": 2, "O": 4}``.
-    """
-    try:
-        items = _parse(formula)
-    except Exception:  # noqa: BLE001 - an unparsable formula is simply not in the space
-        return None
-    if not items:
-        return None
-    amounts = [a for _, a in items]
-    if any(abs(a - round(a)) > 1e-6 for a in amounts):
-        return None
-    ints = [int(round(a)) for a in amounts]
-    g = math.gcd(*ints)
-    return {el: n // g for (el, _), n in zip(items, ints, strict=True)}
 
 
 def _order_key(symbol: str, order: str) -> tuple[float, int]:
@@ -296,13 +269,9 @@ class TernarySpace:
 
     def formula(self, cell: Sequence[int]) -> str:
         """Reduced formula (pymatgen) of a cell."""
-        from pymatgen.core import Composition
-
         i, j, k, q = (int(x) for x in cell)
         a, b, c = (int(x) for x in self.ratios[q])
-        return Composition(
-            {self.elements[i]: a, self.elements[j]: b, self.elements[k]: c}
-        ).reduced_formula
+        return normalize_formula({self.elements[i]: a, self.elements[j]: b, self.elements[k]: c})
 
 
 def known_formulas(entries: pd.DataFrame, known: str = "experimental") -> list[str]:

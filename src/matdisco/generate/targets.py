@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from matdisco.core.composition import normalize_formula
+
 __all__ = ["target_compositions"]
 
 
@@ -30,9 +32,10 @@ def target_compositions(
 
     Returns:
         Reduced formulas (pymatgen), in rank order.
-    """
-    from pymatgen.core import Composition
 
+    Raises:
+        FormulaError: an unparsable formula (named in the message).
+    """
     if compositions:
         raw = list(compositions)
     else:
@@ -45,7 +48,7 @@ def target_compositions(
         raw = table.sort_values("rank")["formula"].astype(str).tolist()
     seen: list[str] = []
     for f in raw:
-        reduced = Composition(f).reduced_formula
+        reduced = normalize_formula(f)
         if reduced not in seen:
             seen.append(reduced)
     return seen if compositions else seen[:n_top]

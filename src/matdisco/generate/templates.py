@@ -59,15 +59,29 @@ import time
 import warnings
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
-from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 
+from matdisco.core.composition import (
+    MAX_Z,
+    amounts_by_z,
+    first_oxidation_guess,
+    normalize_formula,
+    parse_formula,
+    petti_cdf,
+    pettifor_numbers,
+)
 from matdisco.pool import MatchSettings, StructureComparer, fill_entry_columns, neighbour_stats
-from matdisco.store import StructureArrays, atomic_write, read_entries, read_structure_arrays, write_store
+from matdisco.store import (
+    StructureArrays,
+    atomic_write,
+    read_entries,
+    read_structure_arrays,
+    write_store,
+)
 
 if TYPE_CHECKING:
     from pymatgen.core import Structure
@@ -76,15 +90,13 @@ __all__ = [
     "TemplateSettings",
     "TemplateCandidate",
     "TemplateLibrary",
-    "pettifor_numbers",
-    "elmd_mod_petti",
     "candidates_table",
     "generate_templates",
 ]
 
 log = logging.getLogger("matdisco.generate.templates")
 
-_MAX_Z = 119
+_MAX_Z = MAX_Z
 _MAX_PERMUTATIONS = 120
 _MAX_ORBITS = 16
 #: weight of the ion-size / site-room mismatch in the site-splitting cost (a tie-breaker:
@@ -160,87 +172,6 @@ class TemplateCandidate:
 # --------------------------------------------------------------------------------------
 
 
-@lru_cache(maxsize=1)
-def pettifor_numbers() -> np.ndarray:
-    """Modified Pettifor number per atomic number (index Z; the ElMD package's table)."""
-    import importlib.util
-
-    from pymatgen.core import Element
-
-    spec = importlib.util.find_spec("ElMD")  # locate the package without importing it
-    if spec is None or not spec.submodule_search_locations:
-        raise ModuleNotFoundError("ElMD (its modified Pettifor table is needed)")
-    folder = Path(next(iter(spec.submodule_search_locations)))
-    table = json.loads((folder / "el_lookup" / "mod_petti.json").read_text())
-    out = np.zeros(_MAX_Z, dtype=np.int64)
-    for z in range(1, _MAX_Z):
-        try:
-            sym = Element.from_Z(z).symbol
-        except ValueError:
-            continue
-        value = table.get(sym)
-        out[z] = int(value) if isinstance(value, int | float) else 0
-    return out
-
-
-def _petti_cdf(counts: np.ndarray) -> np.ndarray:
-    """Cumulative composition distributions on the modified Pettifor axis, rows normalised."""
-    petti = pettifor_numbers()
-    n_bins = int(petti.max()) + 1
-    counts = np.atleast_2d(counts).astype(np.float64)
-    hist = np.zeros((len(counts), n_bins))
-    for z in np.flatnonzero(counts.any(axis=0)):
-        hist[:, petti[z]] += counts[:, z]
-    tot = hist.sum(axis=1, keepdims=True)
-    tot[tot == 0] = 1.0
-    return np.cumsum(hist / tot, axis=1)
-
-
-def elmd_mod_petti(formula_a: str, formula_b: str) -> float:
-    """ElMD between two compositions on the modified Pettifor scale.
-
-    Args:
-        formula_a: a formula.
-        formula_b: another formula.
-
-    Returns:
-        The earth mover's distance between the two normalised compositions placed on the
-        modified Pettifor axis (unit spacing), as ``ElMD(a, metric="mod_petti").elmd(b)``.
-    """
-    ca, cb = _counts(formula_a), _counts(formula_b)
-    return float(np.abs(_petti_cdf(ca) - _petti_cdf(cb)).sum())
-
-
-def _counts(formula: str) -> np.ndarray:
-    """Element amounts of a formula, indexed by atomic number."""
-    from pymatgen.core import Composition, Element
-
-    out = np.zeros(_MAX_Z)
-    for el, amt in Composition(formula).get_el_amt_dict().items():
-        out[Element(el).Z] += amt
-    return out
-
-
-@lru_cache(maxsize=None)
-def _oxidation_states(formula: str, override_key: tuple = ()) -> dict[str, float]:
-    """Oxidation state per element (first pymatgen guess; empty dict when none)."""
-    from pymatgen.core import Composition
-
-    comp = Composition(formula)
-    if comp.num_atoms > 60 or len(comp.elements) > 5:
-        comp = comp.reduced_composition
-        if comp.num_atoms > 60:
-            return {}
-    override = {el: list(states) for el, states in override_key}
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        try:
-            guesses = comp.oxi_state_guesses(oxi_states_override=override or None, max_sites=-60)
-        except Exception:  # noqa: BLE001 - elements without known states
-            return {}
-    return {str(k): float(v) for k, v in guesses[0].items()} if guesses else {}
-
-
 def _ionic_volume(symbol: str, ox: float | None) -> float:
     """Cube of the Shannon ionic radius (atomic radius when unknown), Angstrom^3."""
     from pymatgen.core import Element, Species
@@ -306,7 +237,7 @@ class TemplateLibrary:
         counts = np.zeros((n, _MAX_Z), dtype=np.int64)
         np.add.at(counts, (rows, arrays.species_z.astype(np.int64)), 1)
         self.counts = counts
-        self.cdf = _petti_cdf(counts).astype(np.float32)
+        self.cdf = petti_cdf(counts).astype(np.float32)
         self.formula = self.entries["formula"].astype(str).to_numpy()
         self.anon = np.array([_anon_key(c) for c in counts], dtype=object)
         self.nsites = np.diff(arrays.site_offset)
@@ -373,12 +304,10 @@ class TemplateLibrary:
     # ---------------------------------------------------------------- search
 
     def _ox_target(self, formula: str) -> dict[str, float]:
-        from pymatgen.core import Composition
-
-        els = {str(e) for e in Composition(formula).elements}
+        els = {str(e) for e in parse_formula(formula).elements}
         allowed = {k: tuple(range(v[0], v[1] + 1)) for k, v in self.oxidation_states.items() if k in els}
         key = tuple(sorted(allowed.items()))
-        return _oxidation_states(formula, key)
+        return first_oxidation_guess(formula, key)
 
     def _pair_cost(self, za: int, zt: int, ox_a: dict[str, float], ox_t: dict[str, float]) -> float:
         petti = pettifor_numbers()
@@ -397,7 +326,7 @@ class TemplateLibrary:
         g = np.gcd.reduce(tc)
         red = dict(zip(tz.tolist(), (tc // g).tolist(), strict=True))
         tgt_z = list(target)
-        ox_a = _oxidation_states(self.formula[row]) if self.settings.oxidation_weight else {}
+        ox_a = first_oxidation_guess(self.formula[row]) if self.settings.oxidation_weight else {}
         n = int(tc.sum())
         options = []
         for k, perm in enumerate(itertools.permutations(tgt_z)):
@@ -470,7 +399,7 @@ class TemplateLibrary:
         orbits = self._orbits_of(row)
         if orbits is None:
             return None
-        ox_a = _oxidation_states(self.formula[row]) if self.settings.oxidation_weight else {}
+        ox_a = first_oxidation_guess(self.formula[row]) if self.settings.oxidation_weight else {}
         tz = list(need)
         room = self._orbit_room(orbits)
         ev = self.element_volume
@@ -524,7 +453,7 @@ class TemplateLibrary:
         row = option.row
         a, b = self.arrays.site_offset[row], self.arrays.site_offset[row + 1]
         old = self.arrays.species_z[a:b]
-        ox_a = _oxidation_states(self.formula[row]) if self.settings.volume_rule == "ionic_radii" else {}
+        ox_a = first_oxidation_guess(self.formula[row]) if self.settings.volume_rule == "ionic_radii" else {}
         if self.settings.volume_rule == "template":
             scale = 1.0
         else:
@@ -545,29 +474,41 @@ class TemplateLibrary:
 
         Args:
             target_formula: the composition to predict (any formula; reduced internally).
-            exclude_formulas: reduced formulas whose entries may not serve as templates (the
-                leave-one-out benchmark hides the target this way).
+            exclude_formulas: compositions whose entries may not serve as templates, in any
+                notation (``"BaFe2As2"`` also excludes the store's ``"Ba(FeAs)2"``): entries
+                are compared by composition, not by string (the leave-one-out benchmark hides
+                the target this way).
             match: tolerances for telling candidates apart.
 
         Returns:
-            (up to ``top_k`` candidates, a summary dict).
-        """
-        from pymatgen.core import Composition
+            (up to ``top_k`` candidates, a summary dict). The summary's ``skipped`` lists the
+            compatible templates that the library's filters (``max_sites``,
+            ``max_e_above_hull``) or ``exclude_formulas`` removed from the same-stoichiometry
+            templates, one message each, e.g. ``"3 templates of the same stoichiometry
+            skipped: more than max_sites=80 sites"``; when nothing is found, ``reason`` says
+            why (including these messages).
 
+        Raises:
+            FormulaError: an unparsable target or excluded formula (names it).
+        """
         st = self.settings
         match = match or MatchSettings()
-        comp = Composition(target_formula)
+        comp = parse_formula(target_formula)
         formula = comp.reduced_formula
-        tcounts = _counts(formula)
+        tcounts = amounts_by_z(formula)
         g = np.gcd.reduce(tcounts[tcounts > 0].astype(np.int64))
         target = {int(z): int(round(c)) // int(g) for z, c in enumerate(tcounts) if c > 0}
         anon = _anon_key(tcounts)
         ox_t = self._ox_target(formula) if st.oxidation_weight or st.volume_rule == "ionic_radii" else {}
-        elmd = np.abs(self.cdf - _petti_cdf(tcounts).astype(np.float32)).sum(axis=1)
-        allowed = self.usable.copy()
-        if exclude_formulas:
-            allowed &= ~np.isin(self.formula, list(exclude_formulas))
+        elmd = np.abs(self.cdf - petti_cdf(tcounts).astype(np.float32)).sum(axis=1)
+        excluded = self.rows_of_compositions(exclude_formulas)
+        allowed = self.usable & ~excluded
         summary: dict[str, Any] = {"target_formula": formula, "anonymous_formula": comp.anonymized_formula}
+        mode = _fallback_mode(st.fallback)
+        skipped = self._skip_messages(self.anon == anon, excluded)
+        summary["skipped"] = skipped
+        for msg in skipped:
+            log.info("templates: %s: %s", formula, msg)
 
         # 1) substitution into same-stoichiometry templates, exact best-first with ElMD bound
         same = np.flatnonzero(allowed & (self.anon == anon))
@@ -578,7 +519,6 @@ class TemplateLibrary:
         # 2) site splitting / merging in templates of other stoichiometries: when too few
         # distinct candidates were found ("when_needed") or whenever cheaper ("always")
         n_fallback = 0
-        mode = _fallback_mode(st.fallback)
         if mode == "always" or (mode == "when_needed" and len(chosen) < st.top_k):
             bound = chosen[-1].template_distance if len(chosen) >= st.top_k else math.inf
             others = np.flatnonzero(
@@ -602,8 +542,61 @@ class TemplateLibrary:
             }
         )
         if not chosen:
-            log.warning("templates: no template of a compatible stoichiometry for %s", formula)
+            why = f" ({'; '.join(skipped)})" if skipped else ""
+            summary["reason"] = f"no usable template of a compatible stoichiometry for {formula}{why}"
+            log.warning("templates: %s", summary["reason"])
         return chosen, summary
+
+    def rows_of_compositions(self, formulas: Sequence[str]) -> np.ndarray:
+        """``(n,)`` mask of the entries whose composition is one of ``formulas`` (any notation).
+
+        Compositions are compared as reduced element amounts, so ``"BaFe2As2"``,
+        ``"Ba(FeAs)2"`` and ``"As4Ba2Fe4"`` select the same entries.
+
+        Raises:
+            FormulaError: an unparsable formula (names it).
+        """
+        mask = np.zeros(len(self.entries), dtype=bool)
+        for f in formulas:
+            counts = amounts_by_z(normalize_formula(f))
+            rows = np.flatnonzero(self.anon == _anon_key(counts))
+            if not len(rows):
+                continue
+            z = np.flatnonzero(counts)
+            # same composition: the row's amounts are one common multiple of the formula's
+            c = self.counts[rows].astype(np.float64)
+            other = np.ones(c.shape[1], dtype=bool)
+            other[z] = False
+            ratio = c[:, z] / counts[z]
+            same = (c[:, other] == 0).all(axis=1) & np.isclose(ratio, ratio[:, :1]).all(axis=1)
+            mask[rows[same]] = True
+        return mask
+
+    def _skip_messages(self, same: np.ndarray, excluded: np.ndarray) -> list[str]:
+        """Why same-stoichiometry templates were not used: one message per filter that removed any.
+
+        Args:
+            same: mask of the entries with the target's anonymous formula.
+            excluded: mask of the entries removed by ``exclude_formulas``.
+        """
+        st = self.settings
+
+        def msg(n: int, why: str) -> str:
+            return f"{n} template{'s' if n != 1 else ''} of the same stoichiometry skipped: {why}"
+
+        out = []
+        n = int((same & excluded).sum())
+        if n:
+            out.append(msg(n, "excluded formula"))
+        rest = same & ~excluded
+        n = int((rest & (self.nsites > st.max_sites)).sum())
+        if n:
+            out.append(msg(n, f"more than max_sites={st.max_sites} sites (raise max_sites to use them)"))
+        if st.max_e_above_hull is not None:
+            n = int((rest & (self.nsites <= st.max_sites) & (self.ehull > st.max_e_above_hull)).sum())
+            if n:
+                out.append(msg(n, f"E_hull above max_e_above_hull={st.max_e_above_hull} eV/atom"))
+        return out
 
     def _row_of(self, entry_id: str) -> int:
         if not hasattr(self, "_id_pos"):
@@ -771,6 +764,7 @@ def generate_templates(
     settings: dict[str, Any] | None = None,
     match: dict[str, Any] | None = None,
     oxidation_states: dict[str, Sequence[int]] | None = None,
+    exclude_formulas: Sequence[str] = (),
 ) -> dict[str, Any]:
     """Predict template structures for every target and write them as a candidate store.
 
@@ -782,11 +776,18 @@ def generate_templates(
         settings: the ``templates`` config section.
         match: StructureMatcher / fingerprint tolerances (the ``pool`` config section).
         oxidation_states: the ``target.oxidation_states`` config section.
+        exclude_formulas: compositions (any notation) whose store entries may not serve as
+            templates for any target.
 
     Returns:
         The summary dictionary.
+
+    Raises:
+        FormulaError: an unparsable target or excluded formula, before anything is written.
     """
     t0 = time.perf_counter()
+    for f in [*targets, *exclude_formulas]:
+        parse_formula(f)  # a bad formula stops the stage before any output
     st = TemplateSettings.from_config(settings)
     ms = MatchSettings.from_config(match)
     lib = TemplateLibrary.from_store(store_path, st, oxidation_states)
@@ -795,7 +796,7 @@ def generate_templates(
     per_target = []
     for formula in targets:
         t1 = time.perf_counter()
-        cands, summ = lib.predict(formula, match=ms)
+        cands, summ = lib.predict(formula, exclude_formulas=exclude_formulas, match=ms)
         summ["seconds"] = round(time.perf_counter() - t1, 3)
         per_target.append(summ)
         all_candidates.extend(cands)
@@ -808,6 +809,7 @@ def generate_templates(
         log.warning("templates: no candidates for any of %s; writing an empty store", list(targets))
     summary = {
         "targets": list(targets),
+        "exclude_formulas": [normalize_formula(f) for f in exclude_formulas],
         "n_candidates": int(len(table)),
         "settings": asdict(st),
         "match": asdict(ms),
