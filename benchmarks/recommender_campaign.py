@@ -36,6 +36,8 @@ import numpy as np
 
 from matdisco import propose as P
 from matdisco import recommender as R
+from matdisco.recommender.space import _space_for
+from matdisco.settings import RecommenderSettings
 from matdisco.store import read_entries
 
 log = logging.getLogger("matdisco.campaign")
@@ -93,7 +95,7 @@ def run_campaign(
     train_known: list[str],
     pools: dict[int, np.ndarray],
     targets: dict[int, set[int]],
-    settings: dict[str, Any],
+    settings: RecommenderSettings,
     *,
     batch: int,
     max_rounds: int,
@@ -206,7 +208,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     t0 = time.perf_counter()
 
-    settings = R._settings(
+    settings = RecommenderSettings.from_config(
         {
             "n_bootstrap": args.n_bootstrap,
             "n_quantile_samples": 20000,
@@ -217,7 +219,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     entries = read_entries(args.store, ["formula", "is_experimental"])
     known_all = R.known_formulas(entries, "experimental")
     ternary = [f for f in known_all if (c := R.integer_composition(f)) is not None and len(c) == 3]
-    space = R._space_for(ternary, settings)
+    space = _space_for(ternary, settings)
     cells, pos = space.cells(ternary)
     flat = space.flat(cells)
     systems = pick_systems(
@@ -312,7 +314,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             "known compounds of each system, vs the exact expectation for random order over the same pool; "
             "ratio_to_random = total proposals / total random expectation (lower is better, 1 = random)"
         ),
-        "settings": {**vars(args), "recommender": settings},
+        "settings": {**vars(args), "recommender": settings.to_dict()},
         "n_train_known": len(train_known),
         "systems": info,
         "results": results,

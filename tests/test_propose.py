@@ -11,6 +11,8 @@ import pytest
 from matdisco import propose as P
 from matdisco import recommender as R
 from matdisco.core.composition import elmd_matrix
+from matdisco.propose import stage as PS
+from matdisco.settings import ProposeSettings, SettingsError
 from matdisco.store import StructureArrays, write_store
 
 STORE_FORMULAS = {
@@ -204,7 +206,7 @@ def test_propose_end_to_end(tmp_path, monkeypatch):
             }
         )
 
-    monkeypatch.setattr(R, "classifier_scores", fake_classifier)
+    monkeypatch.setattr(PS, "classifier_scores", fake_classifier)
     (tmp_path / "clf.pkl").write_bytes(b"")
     out_csv, out_png = tmp_path / "proposals.csv", tmp_path / "proposals.png"
     table = P.propose(
@@ -216,7 +218,7 @@ def test_propose_end_to_end(tmp_path, monkeypatch):
         elements=["Mg", "Mn", "O"],
         oxidation_states={"Mn": [2, 4]},
         max_atoms=10,
-        settings={"acquisition": "exploit", "classifier_weight": 0.9, "n_top": 3},
+        settings=ProposeSettings(acquisition="exploit", classifier_weight=0.9, n_top=3),
     )
     df = pd.read_csv(out_csv)
     required = {
@@ -296,7 +298,7 @@ def test_propose_quaternary_target_uses_classifier_only(tmp_path, monkeypatch):
             }
         )
 
-    monkeypatch.setattr(R, "classifier_scores", fake_classifier)
+    monkeypatch.setattr(PS, "classifier_scores", fake_classifier)
     (tmp_path / "clf.pkl").write_bytes(b"")
     table = P.propose(
         store=store,
@@ -312,3 +314,22 @@ def test_propose_quaternary_target_uses_classifier_only(tmp_path, monkeypatch):
     assert len(table) and table["recommender_score"].isna().all()
     np.testing.assert_allclose(table["acquisition"], table["p_stable"])
     assert (tmp_path / "p.png").stat().st_size > 1000
+
+
+def test_propose_bad_settings_fail_before_output(tmp_path):
+    store = tmp_path / "entries.h5"
+    write_tiny_store(store)
+    kwargs = {
+        "store": store,
+        "recommender_model": None,
+        "classifier_model": None,
+        "out_csv": tmp_path / "p.csv",
+        "out_png": tmp_path / "p.png",
+        "elements": ["Mg", "Mn", "O"],
+        "max_atoms": 6,
+    }
+    with pytest.raises(SettingsError, match="propose.acquisition"):
+        P.propose(**kwargs, settings={"acquisition": "greedy"})
+    with pytest.raises(SettingsError, match="propose.n_topp"):
+        P.propose(**kwargs, settings={"n_topp": 3})
+    assert not (tmp_path / "p.csv").exists() and not (tmp_path / "p.png").exists()

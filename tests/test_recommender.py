@@ -10,6 +10,9 @@ import pandas as pd
 import pytest
 
 from matdisco import recommender as R
+from matdisco.recommender import evaluate as RE
+from matdisco.recommender import tucker as RT
+from matdisco.settings import RecommenderSettings, SettingsError
 from matdisco.store import StructureArrays, write_store
 
 KNOWN = {
@@ -139,7 +142,7 @@ def test_score_block_matches_score_cells():
         )
     # the matrix model too
     cells = space.unflat(np.array([0, 5, 40, 41]))
-    mm = R._BoundMatrix(R.fit_matrix(space, cells, rank=2), space)
+    mm = RT._BoundMatrix(R.fit_matrix(space, cells, rank=2), space)
     i = 0
     start, stop = space.system_ids(i)
     flat = np.arange(start * len(space.ratios), stop * len(space.ratios))
@@ -237,7 +240,7 @@ def test_random_scores_give_enrichment_near_one():
     rng = np.random.default_rng(3)
     pos, neg = rng.random(2000), rng.random(200000)
     g, e = R.rank_counts(pos, neg)
-    m = R._metrics_from_counts(g, e, len(pos) + len(neg), [0.05])
+    m = RE._metrics_from_counts(g, e, len(pos) + len(neg), [0.05])
     assert m["enrichment@5%"] == pytest.approx(1.0, abs=0.15)
 
 
@@ -254,11 +257,13 @@ def test_combine_scores():
 def test_train_and_evaluate_on_tiny_store(tmp_path):
     store = tmp_path / "entries.h5"
     write_tiny_store(store)
-    settings = {
-        "n_bootstrap": 2,
-        "n_quantile_samples": 500,
-        "evaluation": {"n_sample_candidates": 500},
-    }
+    settings = RecommenderSettings.from_config(
+        {
+            "n_bootstrap": 2,
+            "n_quantile_samples": 500,
+            "evaluation": {"n_sample_candidates": 500},
+        }
+    )
     rec = R.train_recommender(
         store,
         tmp_path / "model.pkl",
@@ -276,11 +281,15 @@ def test_train_and_evaluate_on_tiny_store(tmp_path):
     assert df.loc[2:, "recommender_score"].isna().all()
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert len(summary["top_unknown"]) == 25
+    assert loaded.settings == settings
+    assert summary["settings"] == settings.to_dict()
+    assert summary["settings"]["n_bootstrap"] == 2 and summary["settings"]["seed"] == 0
     metrics = R.evaluate_recommender(
         store, tmp_path / "metrics.json", settings, target_elements=["Mg", "Mn", "O"]
     )
     on_disk = json.loads((tmp_path / "metrics.json").read_text())
     assert on_disk["splits"].keys() == {"random", "chemsys"}
+    assert on_disk["settings"] == settings.to_dict()
     for split in metrics["splits"].values():
         assert {"tensor", "matrix", "popularity", "random"} <= split["methods"].keys()
         assert split["methods"]["random"]["enrichment@1%"] == 1.0
@@ -335,7 +344,7 @@ def test_evaluation_with_a_classifier(tmp_path, monkeypatch):
             }
         )
 
-    monkeypatch.setattr(R, "classifier_scores", oracle)
+    monkeypatch.setattr(RE, "classifier_scores", oracle)
     settings = {"evaluation": {"n_sample_candidates": 300, "holdout_fraction": 0.3}}
     metrics = R.evaluate_recommender(
         store, tmp_path / "m.json", settings, classifier_model=tmp_path / "clf.pkl"
@@ -346,3 +355,18 @@ def test_evaluation_with_a_classifier(tmp_path, monkeypatch):
     assert split["methods"]["classifier"]["recall@5%"] == pytest.approx(1.0)
     assert split["methods"]["combination"]["recall@5%"] == pytest.approx(1.0)
     assert "optimistic" in split["classifier_note"]
+
+
+def test_settings_mapping_and_errors(tmp_path):
+    """A config mapping is read as RecommenderSettings; a bad key fails before any output."""
+    store = tmp_path / "entries.h5"
+    write_tiny_store(store)
+    rec = R.fit_recommender(list(KNOWN), {"n_bootstrap": 0, "n_quantile_samples": 50})
+    assert isinstance(rec.settings, RecommenderSettings)
+    assert rec.settings.n_bootstrap == 0 and rec.bootstrap == []
+    assert isinstance(rec.settings.ranks[0], int)
+    with pytest.raises(SettingsError, match="recommender.n_bootstrapp"):
+        R.train_recommender(store, tmp_path / "model.pkl", {"n_bootstrapp": 1})
+    with pytest.raises(SettingsError, match="recommender.evaluation.seed"):
+        R.evaluate_recommender(store, tmp_path / "m.json", {"evaluation": {"seed": "x"}})
+    assert not (tmp_path / "model.pkl").exists() and not (tmp_path / "m.json").exists()

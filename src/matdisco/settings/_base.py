@@ -210,6 +210,14 @@ class SettingsBase:
             raise SettingsError(problems)
         return cls(**values)
 
+    @classmethod
+    def coerce(cls: type[S], settings: S | Mapping[str, Any] | None) -> S:
+        """``settings`` itself if it is already this class, else :meth:`from_config` of it.
+
+        The one convenience for library functions that accept ``XSettings | Mapping | None``.
+        """
+        return settings if isinstance(settings, cls) else cls.from_config(settings)
+
     def to_dict(self) -> dict[str, Any]:
         """Plain nested dict (lists, not tuples) for Snakemake params and provenance records."""
         names = [f.name for f in dataclasses.fields(self)]  # type: ignore[arg-type]
