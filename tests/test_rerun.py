@@ -9,8 +9,10 @@ and the rules downstream of it, and nothing else:
   classifier.decision_threshold -> train_ehull_classifier. Snakemake sees them because every rule gets its config slice through
   `params:` (rerun trigger "params").
 * library-code edits (a comment appended to a module of the COPIED src/, which is first on
-  PYTHONPATH): each rule passes `code=code("matdisco.xxx")` through params, a hash of the
-  module sources, so the rules using the module rerun.
+  PYTHONPATH): each rule passes `code=script_code("../scripts/<rule>.py")` through params, a
+  hash of every matdisco module its script imports directly or not (a static import closure),
+  so the rules whose scripts reach the module rerun: matdisco.generate.targets is imported by
+  the GAN's script only through its own import line, which a hand-kept module list once missed.
 
 The copy: Snakefile, workflow/, config/, profiles/, envs/ and src/ are copied, resources/ is a
 symlink (read-only data). Nothing in the real checkout is modified. A case whose rule does not
@@ -29,6 +31,7 @@ import pytest
 import yaml
 
 from matdisco.config import deep_update, validate_config
+from matdisco.provenance import import_closure
 
 ROOT = Path(__file__).resolve().parents[1]
 RUN = "rerun"
@@ -46,6 +49,7 @@ CODE_CASES = [
     ("matdisco.data.dedupe", "matdisco/data/dedupe.py", "build_store"),
     ("matdisco.generate.gan", "matdisco/generate/gan.py", "train_gan"),
     ("matdisco.classifier", "matdisco/classifier.py", "train_ehull_classifier"),
+    ("matdisco.generate.targets", "matdisco/generate/targets.py", "generate_gan"),
 ]
 
 
@@ -124,19 +128,20 @@ def downstream(graph: dict[str, set[str]], rules: set[str]) -> set[str]:
     return seen
 
 
-def rules_using_module(rules_dir: Path, module: str) -> set[str]:
-    """Rules whose params pass code(...) naming the module or a package containing it."""
+def rules_using_module(rules_dir: Path, src: Path, relpath: str) -> set[str]:
+    """Rules whose params pass code=script_code(<script>) with src/relpath in its import closure."""
     users = set()
+    target = (src / relpath).resolve()
     for smk in rules_dir.glob("*.smk"):
         blocks = re.split(r"^(?=(?:rule|checkpoint) \w+:)", smk.read_text(), flags=re.M)
         for block in blocks:
             m = re.match(r"(?:rule|checkpoint) (\w+):", block)
             if not m:
                 continue
-            for call in re.findall(r"code\(([^)]*)\)", block):
-                for name in re.findall(r"\"([\w.]+)\"", call):
-                    if module == name or module.startswith(name + "."):
-                        users.add(m.group(1))
+            for script in re.findall(r"code=script_code\(\"([^\"]+)\"\)", block):
+                closure = import_closure((rules_dir / script).resolve(), root=src)
+                if target in {p.resolve() for p in closure}:
+                    users.add(m.group(1))
     return users
 
 
@@ -205,8 +210,9 @@ def test_library_code_edit_reruns_its_stage(workflow, module, relpath, rule):
     src = workflow.path / "src" / relpath
     if not src.exists():
         pytest.skip(f"{relpath} does not exist")
-    users = rules_using_module(workflow.path / "workflow" / "rules", module) & set(workflow.graph)
-    assert rule in users, f"rule {rule} does not pass code(...) covering {module} through params"
+    rules_dir, src_dir = workflow.path / "workflow" / "rules", workflow.path / "src"
+    users = rules_using_module(rules_dir, src_dir, relpath) & set(workflow.graph)
+    assert rule in users, f"rule {rule} does not pass script_code(...) covering {module} via params"
     original = src.read_bytes()
     try:
         src.write_bytes(original + b"\n# edited by tests/test_rerun.py\n")
