@@ -111,7 +111,10 @@ def test_synthetic_chain_and_import_forms(tmp_path):
             "script.py": "import numpy\nimport pkg.a\n",
         },
     )
-    closure = {p.relative_to(tmp_path).as_posix() for p in import_closure(tmp_path / "script.py", "pkg", tmp_path)}
+    closure = {
+        p.relative_to(tmp_path).as_posix()
+        for p in import_closure(tmp_path / "script.py", "pkg", tmp_path)
+    }
     assert closure == {
         "pkg/__init__.py",
         "pkg/a.py",
@@ -125,12 +128,16 @@ def test_synthetic_chain_and_import_forms(tmp_path):
         "pkg/star/s1.py",
     }
     h = script_code_hash(tmp_path / "script.py", "pkg", tmp_path)
-    (tmp_path / "pkg/sub/deep/c.py").write_text((tmp_path / "pkg/sub/deep/c.py").read_text() + "# x\n")
+    (tmp_path / "pkg/sub/deep/c.py").write_text(
+        (tmp_path / "pkg/sub/deep/c.py").read_text() + "# x\n"
+    )
     assert script_code_hash(tmp_path / "script.py", "pkg", tmp_path) != h, "edit at the chain's end"
     h = script_code_hash(tmp_path / "script.py", "pkg", tmp_path)
     (tmp_path / "pkg/unused.py").write_text("# edited\n")
     (tmp_path / "pkg/star/s2.py").write_text("# edited\n")
-    assert script_code_hash(tmp_path / "script.py", "pkg", tmp_path) == h, "edit outside the closure"
+    assert script_code_hash(tmp_path / "script.py", "pkg", tmp_path) == h, (
+        "edit outside the closure"
+    )
     # a new module is picked up as soon as something imports it
     _write(tmp_path, {"pkg/new.py": "X = 1\n"})
     (tmp_path / "pkg/a.py").write_text("import os\nfrom pkg.sub import b\nfrom pkg import new\n")
@@ -139,15 +146,27 @@ def test_synthetic_chain_and_import_forms(tmp_path):
 
 def test_a_module_split_into_a_package_is_followed(tmp_path):
     _write(tmp_path, {"pkg/__init__.py": "", "pkg/m.py": "", "script.py": "from pkg.m import f\n"})
-    assert {p.name for p in import_closure(tmp_path / "script.py", "pkg", tmp_path)} == {"__init__.py", "m.py"}
+    assert {p.name for p in import_closure(tmp_path / "script.py", "pkg", tmp_path)} == {
+        "__init__.py",
+        "m.py",
+    }
     (tmp_path / "pkg/m.py").unlink()
-    _write(tmp_path, {"pkg/m/__init__.py": "from pkg.m.impl import f\n", "pkg/m/impl.py": "def f(): ...\n"})
-    rel = {p.relative_to(tmp_path).as_posix() for p in import_closure(tmp_path / "script.py", "pkg", tmp_path)}
+    _write(
+        tmp_path,
+        {"pkg/m/__init__.py": "from pkg.m.impl import f\n", "pkg/m/impl.py": "def f(): ...\n"},
+    )
+    rel = {
+        p.relative_to(tmp_path).as_posix()
+        for p in import_closure(tmp_path / "script.py", "pkg", tmp_path)
+    }
     assert rel == {"pkg/__init__.py", "pkg/m/__init__.py", "pkg/m/impl.py"}
 
 
 def test_missing_module_and_script_fail_with_their_names(tmp_path):
-    _write(tmp_path, {"pkg/__init__.py": "", "pkg/a.py": "import pkg.gone\n", "script.py": "import pkg.a\n"})
+    _write(
+        tmp_path,
+        {"pkg/__init__.py": "", "pkg/a.py": "import pkg.gone\n", "script.py": "import pkg.a\n"},
+    )
     with pytest.raises(ModuleNotFoundError, match=r"a\.py imports pkg\.gone"):
         import_closure(tmp_path / "script.py", "pkg", tmp_path)
     with pytest.raises(FileNotFoundError, match="nope.py"):
@@ -177,7 +196,9 @@ def test_every_rule_script_is_fingerprinted_and_named_after_its_rule():
 def src_copy(tmp_path_factory) -> Path:
     """A private copy of src/ whose modules the edits below may touch."""
     dst = tmp_path_factory.mktemp("code_hash") / "src"
-    shutil.copytree(SRC / "matdisco", dst / "matdisco", ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(
+        SRC / "matdisco", dst / "matdisco", ignore=shutil.ignore_patterns("__pycache__")
+    )
     return dst
 
 
@@ -188,7 +209,10 @@ def test_rule_hash_follows_exactly_its_closure(rule, src_copy):
     closure = set(import_closure(script, root=src_copy))
     outside = sorted(set((src_copy / "matdisco").rglob("*.py")) - closure)
     assert closure
-    for path, should_change in [*((p, True) for p in sorted(closure)), *((p, False) for p in outside)]:
+    for path, should_change in [
+        *((p, True) for p in sorted(closure)),
+        *((p, False) for p in outside),
+    ]:
         original = path.read_bytes()
         try:
             path.write_bytes(original + b"\n# edited by tests/test_code_hash.py\n")
@@ -197,7 +221,11 @@ def test_rule_hash_follows_exactly_its_closure(rule, src_copy):
             path.write_bytes(original)
         rel = path.relative_to(src_copy)
         if should_change:
-            assert edited != base, f"rule {rule}: editing {rel} (in its closure) keeps its code hash"
+            assert edited != base, (
+                f"rule {rule}: editing {rel} (in its closure) keeps its code hash"
+            )
         else:
-            assert edited == base, f"rule {rule}: editing {rel} (outside its closure) changes its hash"
+            assert edited == base, (
+                f"rule {rule}: editing {rel} (outside its closure) changes its hash"
+            )
     assert script_code_hash(script, root=src_copy) == base

@@ -6,8 +6,8 @@ and the rules downstream of it, and nothing else:
 
 * config edits (an extra --configfile layered over config/test.yaml, changing the current
   value): data.dedupe.ltol -> build_store; gan.train.epochs -> train_gan;
-  classifier.decision_threshold -> train_ehull_classifier. Snakemake sees them because every rule gets its config slice through
-  `params:` (rerun trigger "params").
+  classifier.decision_threshold -> train_ehull_classifier. Snakemake sees them because every
+  rule gets its config slice through `params:` (rerun trigger "params").
 * library-code edits (a comment appended to a module of the COPIED src/, which is first on
   PYTHONPATH): each rule passes `code=script_code("../scripts/<rule>.py")` through params, a
   hash of every matdisco module its script imports directly or not (a static import closure),
@@ -59,18 +59,29 @@ class Workflow:
     def __init__(self, path: Path, snakemake: str):
         self.path = path
         self.snakemake = snakemake
-        self.env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(path / "src"), os.environ.get("PYTHONPATH")]))}
+        self.env = {
+            **os.environ,
+            "PYTHONPATH": os.pathsep.join(
+                filter(None, [str(path / "src"), os.environ.get("PYTHONPATH")])
+            ),
+        }
         self.env.pop("SNAKEMAKE_PROFILE", None)
 
     def run(self, *args: str, timeout: int = 3000) -> subprocess.CompletedProcess:
         return subprocess.run(
-            [self.snakemake, "--cores", "2", *args], cwd=self.path, env=self.env,
-            capture_output=True, text=True, timeout=timeout,
+            [self.snakemake, "--cores", "2", *args],
+            cwd=self.path,
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
         )
 
     def dry_run(self, *configfiles: str) -> dict[str, str]:
         """{rule: reason} of every job a dry run schedules (configfiles layered over test.yaml)."""
-        proc = self.run("-n", "--configfile", "config/test.yaml", *configfiles, "--config", f"run_name={RUN}")
+        proc = self.run(
+            "-n", "--configfile", "config/test.yaml", *configfiles, "--config", f"run_name={RUN}"
+        )
         out = proc.stdout + proc.stderr
         assert proc.returncode == 0, out[-4000:]
         return scheduled_jobs(out)
@@ -93,7 +104,9 @@ def scheduled_jobs(text: str) -> dict[str, str]:
 
 
 def _rulegraph(wf: Workflow, *extra: str) -> dict[str, set[str]]:
-    proc = wf.run("--rulegraph", *extra, "--configfile", "config/test.yaml", "--config", f"run_name={RUN}")
+    proc = wf.run(
+        "--rulegraph", *extra, "--configfile", "config/test.yaml", "--config", f"run_name={RUN}"
+    )
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
     names = dict(re.findall(r"^\s*(\d+)\[label = \"(\w+)\"", proc.stdout, flags=re.M))
     children: dict[str, set[str]] = {n: set() for n in names.values()}
@@ -159,10 +172,19 @@ def workflow(tmp_path_factory, snakemake_bin):
     wf = Workflow(dst, snakemake_bin)
     # the copy's matdisco must be the one imported, or code edits would go unnoticed
     where = subprocess.run(
-        [str(Path(snakemake_bin).parent / "python"), "-c", "import matdisco; print(matdisco.__file__)"],
-        env=wf.env, capture_output=True, text=True, cwd=dst,
+        [
+            str(Path(snakemake_bin).parent / "python"),
+            "-c",
+            "import matdisco; print(matdisco.__file__)",
+        ],
+        env=wf.env,
+        capture_output=True,
+        text=True,
+        cwd=dst,
     )
-    assert where.stdout.strip().startswith(str(dst / "src")), f"matdisco not imported from the copy: {where}"
+    assert where.stdout.strip().startswith(str(dst / "src")), (
+        f"matdisco not imported from the copy: {where}"
+    )
     proc = wf.run("--configfile", "config/test.yaml", "--config", f"run_name={RUN}")
     assert proc.returncode == 0, f"full tiny run failed:\n{(proc.stdout + proc.stderr)[-6000:]}"
     wf.graph = rule_graph(wf)
@@ -178,7 +200,9 @@ def _edit(key: str, change) -> dict:
     """A config overlay changing one dotted key from its current value (or its schema default)."""
     config = yaml.safe_load((ROOT / "config/config.yaml").read_text())
     deep_update(config, yaml.safe_load((ROOT / "config/test.yaml").read_text()) or {})
-    node = validate_config(config, ROOT / "workflow/schemas/config.schema.yaml")  # as the tiny run sees it
+    node = validate_config(
+        config, ROOT / "workflow/schemas/config.schema.yaml"
+    )  # as the tiny run sees it
     parts = key.split(".")
     for p in parts:
         node = node[p]

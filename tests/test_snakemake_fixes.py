@@ -41,7 +41,9 @@ def include(monkeypatch):
 def test_pinned_version_matches_the_workflow_extra():
     pinned = ROOT.joinpath("pyproject.toml").read_text()
     ns_version = FIXES.read_text().split('SNAKEMAKE_FIXES_FOR = "')[1].split('"')[0]
-    assert f'"snakemake=={ns_version}"' in pinned, "snakemake_fixes.smk targets another version than the pin"
+    assert f'"snakemake=={ns_version}"' in pinned, (
+        "snakemake_fixes.smk targets another version than the pin"
+    )
 
 
 def test_target_version_applies_quietly(include, monkeypatch):

@@ -53,5 +53,6 @@ TARGETS = []
 # default set-up (`make run`) uses the project's .venv instead.
 ENV = "../../envs/matdisco.yaml"
 
+
 # Work-around for a Snakemake group-components bug (see the file).
 include: "snakemake_fixes.smk"
