@@ -92,6 +92,18 @@ _Import = tuple[int, str, tuple[str, ...]]  # (relative level, module, imported 
 _PARSED: dict[str, tuple[tuple[_Import, ...], tuple[str, ...]]] = {}
 
 
+def _statements(body: list[ast.stmt]) -> Iterable[ast.stmt]:
+    """Every statement, nested ones included (imports are statements: expressions are skipped)."""
+    stack = list(body)
+    while stack:
+        node = stack.pop()
+        yield node
+        for field in ("body", "orelse", "finalbody", "handlers", "cases"):
+            child = getattr(node, field, None)
+            if isinstance(child, list):
+                stack.extend(child)
+
+
 def _parse(path: Path, data: bytes) -> tuple[tuple[_Import, ...], tuple[str, ...]]:
     """Every import statement of a Python file (any depth, lazy ones included) and its __all__."""
     key = hashlib.sha256(data).hexdigest()
@@ -104,7 +116,7 @@ def _parse(path: Path, data: bytes) -> tuple[tuple[_Import, ...], tuple[str, ...
         raise SyntaxError(f"{path}: cannot parse it to find its imports: {err}") from err
     imports: list[_Import] = []
     exported: list[str] = []
-    for node in ast.walk(tree):
+    for node in _statements(tree.body):
         if isinstance(node, ast.Import):
             imports.extend((0, alias.name, ()) for alias in node.names)
         elif isinstance(node, ast.ImportFrom):
