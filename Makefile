@@ -1,6 +1,7 @@
 # matdisco: the two commands of the README.
 #   make run    set up .venv (first time only) and run the whole pipeline on config/config.yaml
-#   make test   set up .venv (first time only), then pytest, snakemake --lint and a tiny end-to-end run
+#   make test   set up .venv (first time only), then lint, pytest and a tiny end-to-end run
+#   make test-fast   lint and the fast tests only (pytest -m "not slow"), for the edit loop
 SHELL := /bin/bash
 .SHELLFLAGS := -eu -o pipefail -c
 PYTHON ?= python3
@@ -10,11 +11,13 @@ CORES ?= all
 SNAKEMAKE := $(BIN)/snakemake
 STAMP := $(VENV)/.matdisco-installed
 
-.PHONY: run test install gpaw lint e2e pytest clean-test help
+.PHONY: run test test-fast install gpaw lint e2e pytest clean-test help
 
 help:
 	@echo "make run   - install (first time) and run the pipeline on config/config.yaml"
 	@echo "make test  - install (first time) and run the test suite, lint and a tiny end-to-end run"
+	@echo "make test-fast - lint and the fast tests (pytest -m 'not slow')"
+	@echo "make lint  - ruff, snakefmt --check and snakemake --lint"
 
 # torch is installed first and pinned: a loose torch would pull the multi-GB CUDA build.
 # requirements.lock pins every other package (pip constraints) for a reproducible install.
@@ -51,7 +54,12 @@ run: $(STAMP)
 	$(BIN)/matdisco archive results/$(RUN) --command "snakemake --cores $(CORES)" --command "snakemake --report results/$(RUN)/report.html"
 	$(BIN)/matdisco verify results/$(RUN).tar.gz
 
+# ruff and snakefmt settings are in pyproject.toml
+LINT_PATHS := src tests benchmarks workflow scripts
+
 lint: $(STAMP)
+	$(BIN)/ruff check $(LINT_PATHS)
+	$(BIN)/snakefmt --check Snakefile workflow/rules
 	$(SNAKEMAKE) --lint
 
 pytest: $(STAMP)
@@ -61,8 +69,10 @@ e2e: $(STAMP)
 	rm -rf results/test results/test.tar.gz
 	$(SNAKEMAKE) --cores 2 --configfile config/test.yaml
 
-test: $(STAMP) $(GPAW_STAMP)
-	$(SNAKEMAKE) --lint
+test-fast: lint
+	$(BIN)/python -m pytest -m "not slow"
+
+test: $(STAMP) $(GPAW_STAMP) lint
 	$(BIN)/python -m pytest
 	rm -rf results/test results/test.tar.gz
 	$(SNAKEMAKE) --cores 2 --configfile config/test.yaml

@@ -88,6 +88,7 @@ def test_vasp_hse_inputs(tmp_path, mgo):
     assert np.isnan(B.read_vasp_gap(d))
 
 
+@pytest.mark.slow
 def test_gpaw_pbe_gap_si():
     pytest.importorskip("gpaw")
     from pymatgen.core import Lattice, Structure

@@ -6,11 +6,13 @@ and the rules downstream of it, and nothing else:
 
 * config edits (an extra --configfile layered over config/test.yaml, changing the current
   value): data.dedupe.ltol -> build_store; gan.train.epochs -> train_gan;
-  classifier.decision_threshold -> train_ehull_classifier. Snakemake sees them because every rule gets its config slice through
-  `params:` (rerun trigger "params").
+  classifier.decision_threshold -> train_ehull_classifier. Snakemake sees them because every
+  rule gets its config slice through `params:` (rerun trigger "params").
 * library-code edits (a comment appended to a module of the COPIED src/, which is first on
-  PYTHONPATH): each rule passes `code=code("matdisco.xxx")` through params, a hash of the
-  module sources, so the rules using the module rerun.
+  PYTHONPATH): each rule passes `code=script_code("../scripts/<rule>.py")` through params, a
+  hash of every matdisco module its script imports directly or not (a static import closure),
+  so the rules whose scripts reach the module rerun: matdisco.generate.targets is imported by
+  the GAN's script only through its own import line, which a hand-kept module list once missed.
 
 The copy: Snakefile, workflow/, config/, profiles/, envs/ and src/ are copied, resources/ is a
 symlink (read-only data). Nothing in the real checkout is modified. A case whose rule does not
@@ -29,6 +31,7 @@ import pytest
 import yaml
 
 from matdisco.config import deep_update, validate_config
+from matdisco.provenance import import_closure
 
 ROOT = Path(__file__).resolve().parents[1]
 RUN = "rerun"
@@ -46,6 +49,7 @@ CODE_CASES = [
     ("matdisco.data.dedupe", "matdisco/data/dedupe.py", "build_store"),
     ("matdisco.generate.gan", "matdisco/generate/gan.py", "train_gan"),
     ("matdisco.classifier", "matdisco/classifier.py", "train_ehull_classifier"),
+    ("matdisco.generate.targets", "matdisco/generate/targets.py", "generate_gan"),
 ]
 
 
@@ -55,18 +59,29 @@ class Workflow:
     def __init__(self, path: Path, snakemake: str):
         self.path = path
         self.snakemake = snakemake
-        self.env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(path / "src"), os.environ.get("PYTHONPATH")]))}
+        self.env = {
+            **os.environ,
+            "PYTHONPATH": os.pathsep.join(
+                filter(None, [str(path / "src"), os.environ.get("PYTHONPATH")])
+            ),
+        }
         self.env.pop("SNAKEMAKE_PROFILE", None)
 
     def run(self, *args: str, timeout: int = 3000) -> subprocess.CompletedProcess:
         return subprocess.run(
-            [self.snakemake, "--cores", "2", *args], cwd=self.path, env=self.env,
-            capture_output=True, text=True, timeout=timeout,
+            [self.snakemake, "--cores", "2", *args],
+            cwd=self.path,
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
         )
 
     def dry_run(self, *configfiles: str) -> dict[str, str]:
         """{rule: reason} of every job a dry run schedules (configfiles layered over test.yaml)."""
-        proc = self.run("-n", "--configfile", "config/test.yaml", *configfiles, "--config", f"run_name={RUN}")
+        proc = self.run(
+            "-n", "--configfile", "config/test.yaml", *configfiles, "--config", f"run_name={RUN}"
+        )
         out = proc.stdout + proc.stderr
         assert proc.returncode == 0, out[-4000:]
         return scheduled_jobs(out)
@@ -89,7 +104,9 @@ def scheduled_jobs(text: str) -> dict[str, str]:
 
 
 def _rulegraph(wf: Workflow, *extra: str) -> dict[str, set[str]]:
-    proc = wf.run("--rulegraph", *extra, "--configfile", "config/test.yaml", "--config", f"run_name={RUN}")
+    proc = wf.run(
+        "--rulegraph", *extra, "--configfile", "config/test.yaml", "--config", f"run_name={RUN}"
+    )
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
     names = dict(re.findall(r"^\s*(\d+)\[label = \"(\w+)\"", proc.stdout, flags=re.M))
     children: dict[str, set[str]] = {n: set() for n in names.values()}
@@ -124,19 +141,20 @@ def downstream(graph: dict[str, set[str]], rules: set[str]) -> set[str]:
     return seen
 
 
-def rules_using_module(rules_dir: Path, module: str) -> set[str]:
-    """Rules whose params pass code(...) naming the module or a package containing it."""
+def rules_using_module(rules_dir: Path, src: Path, relpath: str) -> set[str]:
+    """Rules whose params pass code=script_code(<script>) with src/relpath in its import closure."""
     users = set()
+    target = (src / relpath).resolve()
     for smk in rules_dir.glob("*.smk"):
         blocks = re.split(r"^(?=(?:rule|checkpoint) \w+:)", smk.read_text(), flags=re.M)
         for block in blocks:
             m = re.match(r"(?:rule|checkpoint) (\w+):", block)
             if not m:
                 continue
-            for call in re.findall(r"code\(([^)]*)\)", block):
-                for name in re.findall(r"\"([\w.]+)\"", call):
-                    if module == name or module.startswith(name + "."):
-                        users.add(m.group(1))
+            for script in re.findall(r"code=script_code\(\"([^\"]+)\"\)", block):
+                closure = import_closure((rules_dir / script).resolve(), root=src)
+                if target in {p.resolve() for p in closure}:
+                    users.add(m.group(1))
     return users
 
 
@@ -154,10 +172,19 @@ def workflow(tmp_path_factory, snakemake_bin):
     wf = Workflow(dst, snakemake_bin)
     # the copy's matdisco must be the one imported, or code edits would go unnoticed
     where = subprocess.run(
-        [str(Path(snakemake_bin).parent / "python"), "-c", "import matdisco; print(matdisco.__file__)"],
-        env=wf.env, capture_output=True, text=True, cwd=dst,
+        [
+            str(Path(snakemake_bin).parent / "python"),
+            "-c",
+            "import matdisco; print(matdisco.__file__)",
+        ],
+        env=wf.env,
+        capture_output=True,
+        text=True,
+        cwd=dst,
     )
-    assert where.stdout.strip().startswith(str(dst / "src")), f"matdisco not imported from the copy: {where}"
+    assert where.stdout.strip().startswith(str(dst / "src")), (
+        f"matdisco not imported from the copy: {where}"
+    )
     proc = wf.run("--configfile", "config/test.yaml", "--config", f"run_name={RUN}")
     assert proc.returncode == 0, f"full tiny run failed:\n{(proc.stdout + proc.stderr)[-6000:]}"
     wf.graph = rule_graph(wf)
@@ -173,7 +200,9 @@ def _edit(key: str, change) -> dict:
     """A config overlay changing one dotted key from its current value (or its schema default)."""
     config = yaml.safe_load((ROOT / "config/config.yaml").read_text())
     deep_update(config, yaml.safe_load((ROOT / "config/test.yaml").read_text()) or {})
-    node = validate_config(config, ROOT / "workflow/schemas/config.schema.yaml")  # as the tiny run sees it
+    node = validate_config(
+        config, ROOT / "workflow/schemas/config.schema.yaml"
+    )  # as the tiny run sees it
     parts = key.split(".")
     for p in parts:
         node = node[p]
@@ -205,8 +234,9 @@ def test_library_code_edit_reruns_its_stage(workflow, module, relpath, rule):
     src = workflow.path / "src" / relpath
     if not src.exists():
         pytest.skip(f"{relpath} does not exist")
-    users = rules_using_module(workflow.path / "workflow" / "rules", module) & set(workflow.graph)
-    assert rule in users, f"rule {rule} does not pass code(...) covering {module} through params"
+    rules_dir, src_dir = workflow.path / "workflow" / "rules", workflow.path / "src"
+    users = rules_using_module(rules_dir, src_dir, relpath) & set(workflow.graph)
+    assert rule in users, f"rule {rule} does not pass script_code(...) covering {module} via params"
     original = src.read_bytes()
     try:
         src.write_bytes(original + b"\n# edited by tests/test_rerun.py\n")

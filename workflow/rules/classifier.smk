@@ -41,7 +41,7 @@ rule featurize:
         rejects=out("features/rejects.csv"),
     params:
         settings=config["features"],
-        code=code("matdisco.features"),
+        code=script_code("../scripts/featurize.py"),
     conda:
         ENV
     log:
@@ -87,7 +87,7 @@ rule train_ehull_classifier:
         settings=config["classifier"],
         features=config["features"],
         stamp=CLASSIFIER_STAMP,
-        code=code("matdisco.features", "matdisco.classifier"),
+        code=script_code("../scripts/train_ehull_classifier.py"),
     conda:
         ENV
     log:
@@ -114,7 +114,7 @@ rule predict_stability:
         ),
     params:
         elements=config["target"]["elements"],
-        code=code("matdisco.features", "matdisco.classifier"),
+        code=script_code("../scripts/predict_stability.py"),
     conda:
         ENV
     log:

@@ -3,7 +3,7 @@ import logging
 from pathlib import Path
 
 from matdisco.config import ConfigError, validate_config
-from matdisco.provenance import code_hash
+from matdisco.provenance import script_code_hash
 
 SCHEMA = workflow.source_path("../schemas/config.schema.yaml")
 
@@ -26,9 +26,14 @@ def logf(name):
     return str(RUN / "logs" / f"{name}.log")
 
 
-def code(*modules):
-    """Fingerprint of the library modules a rule runs (passed via params to trigger reruns)."""
-    return code_hash(*modules)
+def script_code(script):
+    """Fingerprint of the matdisco modules a rule's script imports, directly or not.
+
+    Pass it via params with the rule's `script:` path (relative to workflow/rules/), e.g.
+    `code=script_code("../scripts/train_gan.py")`: an edit to any module in the script's import
+    closure (found statically, so new modules count at once) reruns the rule.
+    """
+    return script_code_hash(workflow.source_path(script))
 
 
 def data_inputs(wildcards=None):
@@ -47,6 +52,7 @@ TARGETS = []
 # Software environment of every rule for `--sdm conda` (relative to workflow/rules/). The
 # default set-up (`make run`) uses the project's .venv instead.
 ENV = "../../envs/matdisco.yaml"
+
 
 # Work-around for a Snakemake group-components bug (see the file).
 include: "snakemake_fixes.smk"

@@ -14,7 +14,7 @@ rule build_store:
         source=config["data"]["source"],
         settings=config["data"][config["data"]["source"]],
         dedupe=config["data"]["dedupe"],
-        code=code("matdisco.data", "matdisco.store"),
+        code=script_code("../scripts/build_store.py"),
     log:
         logf("build_store"),
     benchmark:

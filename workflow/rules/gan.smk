@@ -46,7 +46,7 @@ rule train_gan:
         seed=config["gan"]["seed"],
         device=config["gan"]["device"],
         ckpt_dir=out("gan/ckpt"),
-        code=code("matdisco.generate.pointcloud", "matdisco.generate.gan"),
+        code=script_code("../scripts/train_gan.py"),
     log:
         logf("train_gan"),
     benchmark:
@@ -78,7 +78,7 @@ rule generate_gan:
         dedupe=config["gan"]["dedupe"],
         seed=config["gan"]["seed"],
         device=config["gan"]["device"],
-        code=code("matdisco.generate.pointcloud", "matdisco.generate.gan"),
+        code=script_code("../scripts/generate_gan.py"),
     log:
         logf("generate_gan"),
     benchmark:

@@ -36,7 +36,7 @@ rule generate_templates:
         templates=config["templates"],
         match=POOL_MATCH,
         oxidation_states=config["target"]["oxidation_states"],
-        code=code("matdisco.generate.templates", "matdisco.generate.targets", "matdisco.pool", "matdisco.store"),
+        code=script_code("../scripts/generate_templates.py"),
     log:
         logf("generate_templates"),
     benchmark:
@@ -73,7 +73,7 @@ rule pool_candidates:
         cifs=directory(out("candidates/cifs")),
     params:
         settings=config["pool"],
-        code=code("matdisco.pool", "matdisco.store"),
+        code=script_code("../scripts/pool_candidates.py"),
     log:
         logf("pool_candidates"),
     benchmark:

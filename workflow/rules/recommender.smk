@@ -32,7 +32,7 @@ rule train_recommender:
     params:
         settings=config["recommender"],
         elements=config["target"]["elements"],
-        code=code("matdisco.recommender"),
+        code=script_code("../scripts/train_recommender.py"),
     conda:
         ENV
     log:
@@ -61,7 +61,7 @@ rule evaluate_recommender:
     params:
         settings=config["recommender"],
         elements=config["target"]["elements"],
-        code=code("matdisco.recommender"),
+        code=script_code("../scripts/evaluate_recommender.py"),
     conda:
         ENV
     log:
@@ -91,7 +91,7 @@ rule propose:
     params:
         target=config["target"],
         settings=config["propose"],
-        code=code("matdisco.recommender", "matdisco.propose"),
+        code=script_code("../scripts/propose.py"),
     conda:
         ENV
     log:

@@ -34,15 +34,6 @@ RELAX_OPTIMIZER = {
 RELAX_BACKEND_OPTIONS = config["relax"].get(config["relax"]["backend"], {})
 # The pre-screen compares single points with the reference hull, so shards then wait for it.
 RELAX_SHARD_REFERENCE = out("relax/reference.csv") if config["relax"]["prescreen"]["enabled"] else []
-# Library modules each step runs (their fingerprints rerun exactly the steps whose code changed).
-RELAX_COMPUTE_MODULES = (
-    "matdisco.relax.backends",
-    "matdisco.relax.optimize",
-    "matdisco.relax.shards",
-    "matdisco.relax.reference",
-    "matdisco.relax.vasp",
-    "matdisco.store",
-)
 # Shard files and results, known once the split_pool checkpoint has run.
 RELAX_GATHER_INPUTS = lambda wildcards: shard_files(
     checkpoints.split_pool.get().output.shards, out("relax/results")
@@ -61,7 +52,7 @@ checkpoint split_pool:
         only_valid=config["relax"]["only_valid"],
         max_sites=config["relax"]["max_sites"],
         selection=config["relax"]["selection"],
-        code=code("matdisco.relax.shards", "matdisco.store"),
+        code=script_code("../scripts/split_pool.py"),
     log:
         logf("split_pool"),
     benchmark:
@@ -73,7 +64,7 @@ checkpoint split_pool:
         mem_mb=2000,
         runtime=10,
     script:
-        "../scripts/relax_split.py"
+        "../scripts/split_pool.py"
 
 
 rule relax_reference:
@@ -90,7 +81,7 @@ rule relax_reference:
         reference=config["ehull"]["reference"],
         # kept when the job fails or is killed (not an output): the rerun resumes from it
         progress=out("relax/progress/reference.jsonl"),
-        code=code(*RELAX_COMPUTE_MODULES),
+        code=script_code("../scripts/relax_reference.py"),
     log:
         logf("relax_reference"),
     benchmark:
@@ -121,7 +112,7 @@ rule relax_shard:
         prescreen=config["relax"]["prescreen"],
         # kept when the job fails or is killed (not an output): the rerun resumes from it
         progress=out("relax/progress/{shard}.jsonl"),
-        code=code(*RELAX_COMPUTE_MODULES),
+        code=script_code("../scripts/relax_shard.py"),
     wildcard_constraints:
         shard="shard_[0-9]+",
     log:
@@ -148,7 +139,7 @@ rule gather_relax:
         store=out("relax/relaxed.h5"),
         table=out("relax/relaxed.csv"),
     params:
-        code=code("matdisco.relax.shards", "matdisco.store"),
+        code=script_code("../scripts/gather_relax.py"),
     log:
         logf("gather_relax"),
     benchmark:
@@ -160,7 +151,7 @@ rule gather_relax:
         mem_mb=2000,
         runtime=10,
     script:
-        "../scripts/relax_gather.py"
+        "../scripts/gather_relax.py"
 
 
 rule ehull:
@@ -182,7 +173,7 @@ rule ehull:
     params:
         thresholds=config["ehull"]["thresholds"],
         reference_mode=config["ehull"]["reference"]["mode"],
-        code=code("matdisco.relax.ehull", "matdisco.relax.reference", "matdisco.store"),
+        code=script_code("../scripts/ehull.py"),
     log:
         logf("ehull"),
     benchmark:
@@ -215,7 +206,7 @@ rule plot_relax:
     params:
         thresholds=config["ehull"]["thresholds"],
         plot_max_e_above_hull=config["ehull"]["plot_max_e_above_hull"],
-        code=code("matdisco.relax.plots", "matdisco.relax.reference"),
+        code=script_code("../scripts/plot_relax.py"),
     log:
         logf("plot_relax"),
     benchmark:
@@ -227,4 +218,4 @@ rule plot_relax:
         mem_mb=2000,
         runtime=10,
     script:
-        "../scripts/relax_plots.py"
+        "../scripts/plot_relax.py"

@@ -43,7 +43,7 @@ rule pourbaix:
     params:
         settings=config["screen"]["pourbaix"],
         max_e_above_hull=config["screen"]["thresholds"]["e_above_hull_max"],
-        code=code("matdisco.screen", "matdisco.store"),
+        code=script_code("../scripts/pourbaix.py"),
     log:
         logf("pourbaix"),
     benchmark:
@@ -79,7 +79,7 @@ rule bandgap:
         features=config["features"],
         max_e_above_hull=config["screen"]["thresholds"]["e_above_hull_max"],
         gpaw=SCREEN_GPAW,
-        code=code("matdisco.screen", "matdisco.features", "matdisco.store"),
+        code=script_code("../scripts/bandgap.py"),
     log:
         logf("bandgap"),
     benchmark:
@@ -132,7 +132,7 @@ rule screen:
     params:
         settings=config["screen"],
         method=config["screen"]["bandgap_method"],
-        code=code("matdisco.screen", "matdisco.store"),
+        code=script_code("../scripts/screen.py"),
     log:
         logf("screen"),
     benchmark:
@@ -154,7 +154,7 @@ rule provenance:
         out("provenance/run.json"),
     params:
         config=config,
-        code=code("matdisco.archive", "matdisco.provenance"),
+        code=script_code("../scripts/provenance.py"),
     log:
         logf("provenance"),
     conda:
@@ -164,4 +164,4 @@ rule provenance:
         mem_mb=1000,
         runtime=5,
     script:
-        "../scripts/screen_provenance.py"
+        "../scripts/provenance.py"

@@ -5,11 +5,17 @@
 # Cause: DAG._update_group_components mutates cached GroupJob objects (hashed by their job set).
 # Fix: merged groups are new (cached) objects; no group is changed after creation. Checked by
 # tests/test_slurm.py and benchmarks/dag_scale.py. Remove once fixed upstream.
+# Written for Snakemake 9.27.1 (the pinned version): any other version gets a warning, and the
+# patch is applied only where the two patched functions still exist.
 from collections import defaultdict as _defaultdict
 
+import snakemake as _snakemake
 import snakemake.dag as _sm_dag
 import snakemake.jobs as _sm_jobs
 from snakemake.common import group_into_chunks as _group_into_chunks
+from snakemake.logging import logger as _logger
+
+SNAKEMAKE_FIXES_FOR = "9.27.1"
 
 
 def _groupjob_new(self, id, jobs, resources):
@@ -46,6 +52,24 @@ def _update_group_components(self):
         group.finalize()
 
 
-if hasattr(_sm_jobs, "GroupJobFactory") and hasattr(_sm_dag.DAG, "_update_group_components"):
+_SM_VERSION = getattr(_snakemake, "__version__", "unknown")
+_SM_PATCHABLE = (
+    hasattr(_sm_jobs, "GroupJobFactory")
+    and hasattr(_sm_jobs.GroupJobFactory, "new")
+    and hasattr(_sm_dag.DAG, "_update_group_components")
+)
+if _SM_VERSION != SNAKEMAKE_FIXES_FOR:
+    _SM_STATE = (
+        "applied anyway: check that it is still needed and right for this version "
+        "(tests/test_slurm.py, benchmarks/dag_scale.py) and update SNAKEMAKE_FIXES_FOR"
+        if _SM_PATCHABLE
+        else "NOT applied (GroupJobFactory.new or DAG._update_group_components is gone): "
+        "--group-components with a complete checkpoint may submit shards twice"
+    )
+    _logger.warning(
+        f"workflow/rules/snakemake_fixes.smk was written for Snakemake {SNAKEMAKE_FIXES_FOR}, "
+        f"this is {_SM_VERSION}; its group-components work-around is {_SM_STATE}."
+    )
+if _SM_PATCHABLE:
     _sm_jobs.GroupJobFactory.new = _groupjob_new
     _sm_dag.DAG._update_group_components = _update_group_components
