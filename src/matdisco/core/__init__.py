@@ -1,0 +1,1 @@
+"""Shared core: compositions (composition.py) and structure matching (matching.py)."""
