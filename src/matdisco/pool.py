@@ -39,7 +39,7 @@ import warnings
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -55,19 +55,25 @@ from matdisco.core.matching import (
     neighbour_stats,
     reduced_formulas,
 )
-from matdisco.store import StructureArrays, atomic_write, read_entries, read_structure_arrays, write_store
+from matdisco.store import (
+    StructureArrays,
+    atomic_write,
+    read_entries,
+    read_structure_arrays,
+    write_store,
+)
 
 __all__ = [
-    "MatchSettings",
     "POOL_COLUMNS",
-    "neighbour_stats",
+    "MatchSettings",
     "StructureComparer",
-    "charge_neutral",
-    "load_candidates",
-    "flag_candidates",
-    "pool_metrics",
     "build_pool",
+    "charge_neutral",
     "fill_entry_columns",
+    "flag_candidates",
+    "load_candidates",
+    "neighbour_stats",
+    "pool_metrics",
     "write_cifs",
 ]
 
@@ -93,7 +99,7 @@ POOL_COLUMNS: dict[str, str] = {
 # --------------------------------------------------------------------------------------
 
 
-@lru_cache(maxsize=None)
+@cache
 def charge_neutral(formula: str, method: str = "smact") -> bool:
     """Whether a composition admits a charge-neutral set of oxidation states.
 
@@ -434,7 +440,7 @@ def build_pool(
         write_cifs(ids, pool_arrays.take(np.arange(len(ids))), out_cif_dir)
     metrics.update(
         {
-            "pool_size": int(len(pool)),
+            "pool_size": len(pool),
             "dropped": dropped,
             "settings": {**asdict(match), "min_distance": float(settings.get("min_distance", 0.5))},
             "timing": {**summary, "seconds_build_pool": round(time.perf_counter() - t0, 3)},

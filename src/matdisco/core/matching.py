@@ -36,7 +36,7 @@ import warnings
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass
-from functools import lru_cache
+from functools import cache
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -50,8 +50,8 @@ __all__ = [
     "FP_NEIGHBOURS",
     "FP_RADIUS",
     "SPACEGROUP_UNKNOWN",
-    "MatchSettings",
     "Clusters",
+    "MatchSettings",
     "Prepared",
     "StructureComparer",
     "StructureIndex",
@@ -169,7 +169,7 @@ def neighbour_stats(arrays: StructureArrays) -> tuple[np.ndarray, list[np.ndarra
     return mins, fps
 
 
-@lru_cache(maxsize=None)
+@cache
 def _reduce_formula(key: tuple[tuple[int, int], ...]) -> str:
     from pymatgen.core import Composition, Element
 

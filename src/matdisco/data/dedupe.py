@@ -17,7 +17,7 @@ import pandas as pd
 from matdisco.core.matching import MatchSettings, dedupe
 from matdisco.store import StructureArrays
 
-__all__ = ["dedupe_entries", "find_duplicate_groups", "merge_duplicates", "match_settings"]
+__all__ = ["dedupe_entries", "find_duplicate_groups", "match_settings", "merge_duplicates"]
 
 log = logging.getLogger("matdisco.data")
 
@@ -101,8 +101,8 @@ def merge_duplicates(
         merged.append(";".join(prior + dup_ids[int(i)]))
     out["duplicate_ids"] = merged
     summary = {
-        "entries_in": int(len(entries)),
-        "entries_out": int(len(out)),
+        "entries_in": len(entries),
+        "entries_out": len(out),
         "duplicates_merged": int(len(entries) - len(out)),
     }
     return out.reset_index(drop=True), structures.take(keep), summary
