@@ -10,16 +10,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from matdisco.pool import (
+from matdisco.core.matching import (
     MatchSettings,
     StructureComparer,
-    build_pool,
-    charge_neutral,
-    find_duplicates,
+    dedupe,
     neighbour_stats,
-    pool_metrics,
     primitive_size,
 )
+from matdisco.pool import build_pool, charge_neutral, pool_metrics
 from matdisco.store import StructureArrays, read_entries, read_structures, write_store
 
 
@@ -132,11 +130,12 @@ def test_find_duplicates_keeps_the_first_of_each_group():
     base, other = _perovskite(), _ilmenite_like()
     structures = [base, other, _perturbed(base, 3), base * (2, 1, 1), _perturbed(other, 4), _perturbed(base, 5, 0.6)]
     fps = neighbour_stats(StructureArrays.from_structures(structures))[1]
-    rep, fits = find_duplicates(structures, fps, MatchSettings())
+    clusters = dedupe(structures, MatchSettings(), fingerprints=fps)
+    rep, fits = clusters.rep, clusters.n_fits
     assert rep.tolist() == [0, 1, 0, 0, 1, 5]
     assert fits >= 3
     # a tolerance of zero turns the pre-filter into "identical fingerprints only"
-    rep0, _ = find_duplicates(structures, fps, MatchSettings(fingerprint_tol=1e-12))
+    rep0 = dedupe(structures, MatchSettings(fingerprint_tol=1e-12), fingerprints=fps).rep
     assert rep0.tolist()[:3] == [0, 1, 2] and rep0[3] == 0
 
 

@@ -5,6 +5,7 @@
     matdisco archive results/RUN         pack a run + MANIFEST.json into results/RUN.tar.gz
     matdisco verify results/RUN.tar.gz   check an archive against its manifest (exit 1 on mismatch)
     matdisco templates FORMULA           rank template structures for one composition
+    matdisco ehull ENTRIES --reference REF [-o out.csv]   E_hull of entries against a reference
 """
 
 from __future__ import annotations
@@ -137,6 +138,43 @@ def _templates(args: argparse.Namespace) -> int:
     return 0
 
 
+_EHULL_HELP = """E_hull, formation energy and decomposition of entries against a reference hull.
+
+ENTRIES: .json / .json.gz (a list of pymatgen entry dicts, e.g. ComputedStructureEntry.as_dict();
+energy includes corrections), .h5 (an entry store with id, composition, energy_per_atom, e.g.
+results/<run>/relax/relaxed.h5; rows with status != ok are skipped) or .csv (same columns).
+REF: a reference table .csv (docs/interfaces.md, "Reference table"; e.g.
+results/<run>/relax/reference.csv) or a .json list of pymatgen entries.
+Output: CSV with id, formula, composition, energy_per_atom, formation_energy_per_atom,
+e_above_hull, decomposition, energy_scale, reference, reason (eV/atom); stdout without -o.
+Inputs are checked before anything is written."""
+
+
+def _ehull(args: argparse.Namespace) -> int:
+    from matdisco.ehull import from_entries, load_entries
+
+    try:
+        entries = load_entries(args.entries)
+        ref_name = args.reference.lower()
+        reference = load_entries(args.reference) if ref_name.endswith((".json", ".json.gz")) else args.reference
+        if not isinstance(reference, list) and not Path(args.reference).is_file():
+            raise FileNotFoundError(f"reference {args.reference} not found")
+        table = from_entries(entries, reference, energy_scale=args.energy_scale)
+    except (OSError, ValueError, KeyError) as err:
+        print(f"ehull: {err}", file=sys.stderr)
+        return 2
+    if args.out:
+        from matdisco.store import atomic_write
+
+        with atomic_write(args.out) as tmp:
+            table.to_csv(tmp, index=False)
+        n_ok = int(table["e_above_hull"].notna().sum())
+        print(f"{args.out}: {len(table)} entries, {n_ok} with E_hull")
+    else:
+        table.to_csv(sys.stdout, index=False)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``matdisco`` command."""
     ap = argparse.ArgumentParser(prog="matdisco", description="matdisco utilities")
@@ -166,6 +204,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--store", default=None, help=f"entry store (default: {_DEFAULT_STORE})")
     p.add_argument("--max-sites", type=int, default=None, help="skip templates with more sites (default: the templates setting, 80)")
     p.set_defaults(func=_templates)
+    p = sub.add_parser(
+        "ehull",
+        help="E_hull of entries (JSON of pymatgen entries, entry store, CSV) against a reference",
+        description=_EHULL_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("entries", help="entries: .json/.json.gz pymatgen entries, .h5 entry store or .csv")
+    p.add_argument("--reference", required=True, help="reference table .csv or .json list of pymatgen entries")
+    p.add_argument("-o", "--out", default=None, help="output CSV (default: print to stdout)")
+    p.add_argument("--energy-scale", default="", help="the entries' energy scale; must equal the reference's")
+    p.set_defaults(func=_ehull)
     args = ap.parse_args(argv)
     return int(args.func(args))
 

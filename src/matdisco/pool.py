@@ -14,14 +14,12 @@ structures of the entry store and flags
   and ``valid``: ``min_distance >= min_distance threshold`` (structural validity as in the
   CDVAE evaluation, which uses 0.5 Angstrom).
 
-Duplicate detection scales to ~10^4 candidates with a cheap pre-filter: structures are only
-compared with ``StructureMatcher`` when they have the same reduced formula and their
-*neighbour fingerprints* lie within ``fingerprint_tol`` of each other (Chebyshev distance;
-a k-d tree finds the pairs, so there are no bucket boundaries to fall across). The
-fingerprint of a structure is, per element (sorted by atomic number), the mean over that
-element's sites of the sorted distances to the ``FP_NEIGHBOURS`` nearest neighbours, in
-units of ``(V / N)^(1/3)``: invariant to the cell choice (supercells, Niggli reduction),
-site order, rotation and uniform volume scaling, like ``StructureMatcher(scale=True)``.
+Structure comparison (dedupe within the pool, novelty against the store) is the shared
+service of :mod:`matdisco.core.matching`. It scales to ~10^4 candidates with a cheap
+pre-filter: structures are only compared with ``StructureMatcher`` when they have the same
+reduced formula and their *neighbour fingerprints* lie within ``fingerprint_tol`` of each
+other (Chebyshev distance; a k-d tree finds the pairs, so there are no bucket boundaries to
+fall across); the pool uses no space-group pre-filter.
 
 Within a formula, candidates are visited in preference order (input order: generators as
 listed, each generator's own ranking); the first unmatched candidate becomes a
@@ -40,42 +38,46 @@ import time
 import warnings
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import asdict, dataclass
-from functools import lru_cache
+from dataclasses import asdict
+from functools import cache
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from matdisco.store import StructureArrays, atomic_write, read_entries, read_structure_arrays, write_store
-
-if TYPE_CHECKING:
-    from pymatgen.core import Structure
+# MatchSettings, StructureComparer and neighbour_stats are re-exported for existing importers
+from matdisco.core.matching import (
+    MatchSettings,
+    StructureComparer,
+    StructureIndex,
+    dedupe,
+    neighbour_stats,
+    reduced_formulas,
+)
+from matdisco.store import (
+    StructureArrays,
+    atomic_write,
+    read_entries,
+    read_structure_arrays,
+    write_store,
+)
 
 __all__ = [
-    "MatchSettings",
     "POOL_COLUMNS",
-    "neighbour_stats",
+    "MatchSettings",
     "StructureComparer",
-    "find_duplicates",
-    "primitive_size",
-    "match_known",
-    "charge_neutral",
-    "load_candidates",
-    "flag_candidates",
-    "pool_metrics",
     "build_pool",
+    "charge_neutral",
     "fill_entry_columns",
+    "flag_candidates",
+    "load_candidates",
+    "neighbour_stats",
+    "pool_metrics",
     "write_cifs",
 ]
 
 log = logging.getLogger("matdisco.pool")
-
-#: number of nearest neighbours per site in the fingerprint
-FP_NEIGHBOURS = 8
-#: neighbour search radius in units of (V/N)^(1/3) (a sphere holding ~24 atoms on average)
-FP_RADIUS = 1.8
 
 #: extra columns of the pool (besides the store's entry columns), with their meaning
 POOL_COLUMNS: dict[str, str] = {
@@ -92,376 +94,12 @@ POOL_COLUMNS: dict[str, str] = {
 }
 
 
-@dataclass(frozen=True)
-class MatchSettings:
-    """Tolerances of the structure comparison.
-
-    Attributes:
-        ltol: StructureMatcher fractional length tolerance.
-        stol: StructureMatcher site tolerance, fraction of ``(V/N)^(1/3)``.
-        angle_tol: StructureMatcher angle tolerance, degrees.
-        fingerprint_tol: pre-filter: only pairs whose neighbour fingerprints differ by at most
-            this much in every component (units of ``(V/N)^(1/3)``) are compared.
-    """
-
-    ltol: float = 0.2
-    stol: float = 0.3
-    angle_tol: float = 5.0
-    fingerprint_tol: float = 0.15
-
-    @classmethod
-    def from_config(cls, cfg: dict[str, Any] | None) -> MatchSettings:
-        """Settings from a config mapping (unknown keys ignored, missing keys default)."""
-        cfg = cfg or {}
-        return cls(**{k: cfg[k] for k in cls.__dataclass_fields__ if k in cfg and cfg[k] is not None})
-
-
-# --------------------------------------------------------------------------------------
-# neighbour statistics: minimum distance and fingerprint in one neighbour search
-# --------------------------------------------------------------------------------------
-
-
-def _neighbours_one(lattice: np.ndarray, frac: np.ndarray, z: np.ndarray) -> tuple[float, np.ndarray]:
-    """Minimum distance (Angstrom) and fingerprint of one structure."""
-    from pymatgen.optimization.neighbors import find_points_in_spheres
-
-    n = len(z)
-    vol = abs(float(np.linalg.det(lattice)))
-    elements = np.unique(z)
-    if n == 0 or not np.isfinite(vol) or vol < 1e-8:
-        return 0.0, np.full(len(elements) * FP_NEIGHBOURS, FP_RADIUS)
-    scale = (vol / n) ** (1.0 / 3.0)
-    cart = np.ascontiguousarray(frac @ lattice, dtype=float)
-    cutoff = FP_RADIUS * scale
-    i1, i2, offsets, dist = find_points_in_spheres(
-        cart, cart, r=cutoff, pbc=np.array([1, 1, 1], dtype=np.int64),
-        lattice=np.ascontiguousarray(lattice, dtype=float), tol=1e-8,
-    )
-    self_pair = (i1 == i2) & (np.abs(offsets).sum(axis=1) == 0)
-    i1, dist = i1[~self_pair], dist[~self_pair]
-    min_d = float(dist.min()) if len(dist) else float(cutoff)
-    # k nearest distances per site, padded with the search radius
-    knn = np.full((n, FP_NEIGHBOURS), FP_RADIUS)
-    if len(dist):
-        order = np.lexsort((dist, i1))
-        i1s, ds = i1[order], dist[order] / scale
-        starts = np.searchsorted(i1s, np.arange(n))
-        rank = np.arange(len(i1s)) - starts[i1s]
-        keep = rank < FP_NEIGHBOURS
-        knn[i1s[keep], rank[keep]] = ds[keep]
-    fp = np.concatenate([knn[z == el].mean(axis=0) for el in elements])
-    return min_d, fp
-
-
-def neighbour_stats(arrays: StructureArrays) -> tuple[np.ndarray, list[np.ndarray]]:
-    """Minimum interatomic distance and neighbour fingerprint of every structure.
-
-    Args:
-        arrays: the structures.
-
-    Returns:
-        (min_distance in Angstrom, shape (N,); fingerprints, one 1-D array per structure of
-        length ``n_elements * FP_NEIGHBOURS``).
-    """
-    mins = np.zeros(len(arrays))
-    fps: list[np.ndarray] = []
-    for i in range(len(arrays)):
-        a, b = arrays.site_offset[i], arrays.site_offset[i + 1]
-        mins[i], fp = _neighbours_one(arrays.lattice[i], arrays.frac_coords[a:b], arrays.species_z[a:b])
-        fps.append(fp)
-    return mins, fps
-
-
-def _reduced_formulas(arrays: StructureArrays) -> list[str]:
-    """Reduced formula of every structure (from its species; cached per element-count key)."""
-    from pymatgen.core import Composition, Element
-
-    @lru_cache(maxsize=None)
-    def reduce(key: tuple[tuple[int, int], ...]) -> str:
-        return Composition({Element.from_Z(z): c for z, c in key}).reduced_formula
-
-    out = []
-    for i in range(len(arrays)):
-        zs = arrays.species_z[arrays.site_offset[i] : arrays.site_offset[i + 1]]
-        u, c = np.unique(zs, return_counts=True)
-        out.append(reduce(tuple(zip(u.tolist(), c.tolist(), strict=True))))
-    return out
-
-
-# --------------------------------------------------------------------------------------
-# structure comparison
-# --------------------------------------------------------------------------------------
-
-
-def _raw(structures: Sequence, i: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(lattice rows, fractional coordinates, atomic numbers) of item ``i``, unbuilt if possible."""
-    raw = getattr(structures, "raw", None)
-    if raw is not None:
-        return raw(i)
-    s = structures[i]
-    return s.lattice.matrix, s.frac_coords, np.array([site.specie.Z for site in s])
-
-
-def _reduce(lattice: np.ndarray, frac: np.ndarray, z: np.ndarray) -> Structure:
-    """The structure as StructureMatcher reduces it: Niggli cell, primitive cell, Niggli cell,
-    sites grouped by element, and scaled to 1 Angstrom^3 per site (what
-    ``StructureMatcher(scale=True)`` does on every call; done once here).
-
-    The primitive reduction (pymatgen ``get_primitive_structure``, slow) is skipped when the
-    screen of :func:`primitive_size` proves that the cell has no lattice translation.
-    """
-    from pymatgen.core import Lattice, Structure
-
-    def niggli(lat: np.ndarray, fc: np.ndarray, zs: np.ndarray):
-        red = Lattice(lat).get_niggli_reduced_lattice()
-        f = red.get_fractional_coords(fc @ lat)
-        f -= np.floor(f)
-        order = np.argsort(zs, kind="stable")
-        return red, f[order], zs[order]
-
-    latt, frac, z = niggli(np.asarray(lattice, float), np.asarray(frac, float), np.asarray(z))
-    if _primitive_size(np.asarray(latt.abc), frac, z, 2 * _PRIMITIVE_TOL) < len(z):  # maybe not primitive
-        prim = Structure(latt, z.tolist(), frac).get_primitive_structure(tolerance=_PRIMITIVE_TOL)
-        zp = np.array([site.specie.Z for site in prim])
-        latt, frac, z = niggli(prim.lattice.matrix, prim.frac_coords, zp)
-    factor = (len(z) / latt.volume) ** (1.0 / 3.0)
-    return Structure(Lattice(latt.matrix * factor), z.tolist(), frac)
-
-
-def _prepared_matcher_class():
-    """A StructureMatcher that trusts its inputs to be reduced and scaled (no copies)."""
-    from pymatgen.analysis.structure_matcher import StructureMatcher
-
-    class _PreparedMatcher(StructureMatcher):
-        def _process_species(self, structures):  # no ignored species: no copies needed
-            return list(structures)
-
-        def _preprocess(self, struct1, struct2, niggli=True, skip_structure_reduction=False):
-            ratio = (struct2.volume / struct1.volume) ** (1 / 6)
-            if abs(ratio - 1.0) > 1e-9:  # not scaled alike: let pymatgen copy and rescale
-                return super()._preprocess(struct1, struct2, niggli, skip_structure_reduction=True)
-            return struct1, struct2, 1, True
-
-    return _PreparedMatcher
-
-
-class StructureComparer:
-    """``StructureMatcher(primitive_cell=True, scale=True).fit`` with each structure reduced once.
-
-    Each structure is reduced once, as StructureMatcher does on every call: Niggli cell, then
-    the primitive cell (pymatgen ``get_primitive_structure``, skipped when the cheap screen of
-    :func:`primitive_size` proves that the cell has no lattice translation), scaled to
-    1 Angstrom^3 per site. Structures whose primitive cells differ in size never match (a
-    distorted superstructure is another polymorph, as in the store's dedupe). The comparison
-    itself is pymatgen's, minus the per-call copies (agreement checked in tests/test_pool.py).
-
-    Args:
-        structures: the structures to compare (indexed by position; built lazily if the
-            sequence builds them lazily).
-        settings: tolerances.
-    """
-
-    def __init__(self, structures: Sequence[Structure], settings: MatchSettings) -> None:
-        self.structures = structures
-        self.settings = settings
-        self.matcher = _prepared_matcher_class()(
-            ltol=settings.ltol,
-            stol=settings.stol,
-            angle_tol=settings.angle_tol,
-            primitive_cell=False,
-            scale=True,
-            attempt_supercell=False,
-        )
-        self._cache: dict[int, Structure] = {}
-        self.n_fits = 0
-
-    def reduced(self, i: int) -> Structure:
-        """Structure ``i`` reduced (primitive, Niggli) and scaled to 1 Angstrom^3 per site."""
-        if i not in self._cache:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                self._cache[i] = _reduce(*_raw(self.structures, i))
-        return self._cache[i]
-
-    def forget(self, i: int) -> None:
-        """Drop the cached reduction of structure ``i`` (when its slot is reused)."""
-        self._cache.pop(i, None)
-
-    def match(self, i: int, j: int) -> bool:
-        """Whether structures ``i`` and ``j`` match."""
-        a, b = self.reduced(i), self.reduced(j)
-        if len(a) != len(b):
-            return False
-        self.n_fits += 1
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            try:
-                return bool(self.matcher.fit(a, b, skip_structure_reduction=True))
-            except Exception:  # noqa: BLE001 - degenerate cells: treat as no match
-                return False
-
-
-#: site tolerance of pymatgen's get_primitive_structure (its default), Angstrom
-_PRIMITIVE_TOL = 0.25
-
-
-def primitive_size(structure: Structure, tol: float = _PRIMITIVE_TOL) -> int:
-    """Sites per lattice point: ``len(structure)`` over the number of lattice translations found.
-
-    A candidate translation is a vector from one site of the least frequent element to
-    another; it is accepted when it maps every site onto a site of the same element within
-    ``tol`` Angstrom *along each cell axis* (|delta f_k| * |a_k| <= tol, the metric of
-    pymatgen's ``get_primitive_structure``). With ``tol`` twice pymatgen's tolerance this is a
-    cheap screen: when it finds no translation, pymatgen would not find one either.
-
-    Args:
-        structure: an ordered structure.
-        tol: per-axis site tolerance, Angstrom.
-
-    Returns:
-        The number of sites per lattice point (``len(structure)`` when none is found).
-    """
-    z = np.array([site.specie.Z for site in structure])
-    return _primitive_size(np.asarray(structure.lattice.abc), structure.frac_coords, z, tol)
-
-
-def _primitive_size(abc: np.ndarray, frac: np.ndarray, z: np.ndarray, tol: float) -> int:
-    """:func:`primitive_size` on arrays (cell lengths, fractional coordinates, atomic numbers)."""
-    n = len(z)
-    if n < 2:
-        return n
-    elements, counts = np.unique(z, return_counts=True)
-    if counts.min() == 1:
-        return n
-    ftol = tol / abc
-    rare = np.flatnonzero(z == elements[np.argmin(counts)])
-    shifts = frac[rare[1:]] - frac[rare[0]]  # candidate translations, (m, 3)
-    ok = np.ones(len(shifts), dtype=bool)
-    for el in elements:
-        g = frac[z == el]
-        step = max(1, 2_000_000 // (len(g) ** 2))  # bounded memory for large cells
-        for a in range(0, len(shifts), step):
-            sel = np.flatnonzero(ok[a : a + step]) + a
-            if not len(sel):
-                continue
-            d = g[None, :, None, :] + shifts[sel, None, None, :] - g[None, None, :, :]  # (m, n_g, n_g, 3)
-            d = np.abs(d - np.round(d))
-            ok[sel] = (d <= ftol).all(axis=-1).any(axis=2).all(axis=1)
-        if not ok.any():
-            break
-    points = 1 + int(ok.sum())
-    return n // points if n % points == 0 else n
-
-
-def _close_pairs(fps: Sequence[np.ndarray], tol: float) -> list[tuple[int, int]]:
-    """Index pairs (i < j) whose fingerprints differ by at most ``tol`` in every component."""
-    from scipy.spatial import cKDTree
-
-    if len(fps) < 2:
-        return []
-    mat = np.vstack(fps)
-    pairs = cKDTree(mat).query_pairs(r=tol, p=np.inf, output_type="ndarray")
-    if not len(pairs):
-        return []
-    pairs = np.sort(pairs, axis=1)
-    pairs = pairs[np.lexsort((pairs[:, 1], pairs[:, 0]))]
-    return [(int(a), int(b)) for a, b in pairs]
-
-
-def find_duplicates(
-    structures: Sequence[Structure],
-    fingerprints: Sequence[np.ndarray],
-    settings: MatchSettings,
-) -> tuple[np.ndarray, int]:
-    """Representative of every structure (all of one reduced formula, in preference order).
-
-    Args:
-        structures: structures of one reduced formula, best first.
-        fingerprints: their neighbour fingerprints (:func:`neighbour_stats`).
-        settings: tolerances.
-
-    Returns:
-        (``rep`` with ``rep[i]`` the index of the representative of structure ``i``, itself
-        for representatives; number of StructureMatcher fits made).
-    """
-    n = len(structures)
-    rep = np.arange(n)
-    pairs = _close_pairs(fingerprints, settings.fingerprint_tol)
-    if not pairs:
-        return rep, 0
-    neighbours: dict[int, list[int]] = {}
-    for a, b in pairs:
-        neighbours.setdefault(a, []).append(b)
-    comparer = StructureComparer(structures, settings)
-    assigned = np.zeros(n, dtype=bool)
-    for i in range(n):
-        if assigned[i]:
-            continue
-        assigned[i] = True
-        for j in neighbours.get(i, []):
-            if not assigned[j] and comparer.match(i, j):
-                rep[j] = i
-                assigned[j] = True
-    return rep, comparer.n_fits
-
-
-class _Chain:
-    """Two sequences seen as one (indexing only; nothing is copied or built)."""
-
-    def __init__(self, first: Sequence, second: Sequence) -> None:
-        self.first, self.second = first, second
-
-    def __len__(self) -> int:
-        return len(self.first) + len(self.second)
-
-    def __getitem__(self, i: int):
-        n = len(self.first)
-        return self.first[i] if i < n else self.second[i - n]
-
-    def raw(self, i: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Unbuilt arrays of item ``i`` (see :func:`_raw`)."""
-        n = len(self.first)
-        return _raw(self.first, i) if i < n else _raw(self.second, i - n)
-
-
-def match_known(
-    candidates: Sequence[Structure],
-    candidate_fps: Sequence[np.ndarray],
-    known: Sequence[Structure],
-    known_fps: Sequence[np.ndarray],
-    settings: MatchSettings,
-) -> tuple[list[int], int]:
-    """For each candidate, the index of the first matching known structure (-1: none).
-
-    All structures have the same reduced formula. Known structures are tried in the given
-    order among those within the fingerprint tolerance.
-
-    Returns:
-        (match index per candidate, number of StructureMatcher fits made).
-    """
-    from scipy.spatial import cKDTree
-
-    out = [-1] * len(candidates)
-    if not len(candidates) or not len(known):
-        return out, 0
-    tree = cKDTree(np.vstack(known_fps))
-    close = tree.query_ball_point(np.vstack(candidate_fps), r=settings.fingerprint_tol, p=np.inf)
-    comparer = StructureComparer(_Chain(candidates, known), settings)
-    nc = len(candidates)
-    for i, hits in enumerate(close):
-        for k in sorted(hits):
-            if comparer.match(i, nc + k):
-                out[i] = k
-                break
-    return out, comparer.n_fits
-
-
 # --------------------------------------------------------------------------------------
 # composition checks
 # --------------------------------------------------------------------------------------
 
 
-@lru_cache(maxsize=None)
+@cache
 def charge_neutral(formula: str, method: str = "smact") -> bool:
     """Whether a composition admits a charge-neutral set of oxidation states.
 
@@ -549,28 +187,6 @@ def _uniquify(ids: list[str]) -> list[str]:
     return out
 
 
-class _LazyStructures:
-    """Structures of a StructureArrays, built on first access (most never are)."""
-
-    def __init__(self, arrays: StructureArrays) -> None:
-        self.arrays = arrays
-        self._built: dict[int, Structure] = {}
-
-    def __len__(self) -> int:
-        return len(self.arrays)
-
-    def __getitem__(self, i: int) -> Structure:
-        if i not in self._built:
-            self._built[i] = self.arrays.structure(i)
-        return self._built[i]
-
-    def raw(self, i: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(lattice, fractional coordinates, atomic numbers) of structure ``i``, unbuilt."""
-        a, b = self.arrays.site_offset[i], self.arrays.site_offset[i + 1]
-        z = self.arrays.species_z[a:b].astype(np.int64)
-        return self.arrays.lattice[i], self.arrays.frac_coords[a:b], z
-
-
 def _group_job(args: tuple) -> tuple[np.ndarray, np.ndarray, list[int], int]:
     """One formula: fingerprints, dedupe, and matching against its known structures.
 
@@ -580,22 +196,17 @@ def _group_job(args: tuple) -> tuple[np.ndarray, np.ndarray, list[int], int]:
     """
     cand_arrays, known_arrays, settings = args
     mins, fps = neighbour_stats(cand_arrays)
-    structs = _LazyStructures(cand_arrays)
-    rep, fits = find_duplicates(structs, fps, settings)
-    reps = np.flatnonzero(rep == np.arange(len(rep)))
+    one = ["_"] * len(cand_arrays)  # all of one formula already
+    clusters = dedupe(cand_arrays, settings, formulas=one, fingerprints=fps)
+    rep, fits = clusters.rep, clusters.n_fits
     known_match = [-1] * len(rep)
     if known_arrays is not None and len(known_arrays):
-        known_fps = neighbour_stats(known_arrays)[1]
-        matched, kfits = match_known(
-            _LazyStructures(cand_arrays.take(reps)),
-            [fps[i] for i in reps],
-            _LazyStructures(known_arrays),
-            known_fps,
-            settings,
-        )
-        fits += kfits
+        reps = clusters.representatives
+        index = StructureIndex(known_arrays, settings, formulas=["_"] * len(known_arrays))
+        matched = index.find_matches(cand_arrays.take(reps), formulas=["_"] * len(reps), fingerprints=[fps[i] for i in reps])
+        fits += index.n_fits
         for i, m in zip(reps, matched, strict=True):
-            known_match[int(i)] = m
+            known_match[int(i)] = -1 if m is None else int(m)
     return mins, rep, known_match, fits
 
 
@@ -637,7 +248,7 @@ def flag_candidates(
     t0 = time.perf_counter()
     table = table.reset_index(drop=True).copy()
     n = len(table)
-    formulas = _reduced_formulas(arrays)
+    formulas = reduced_formulas(arrays)
     known_set = set(known_entries["formula"].astype(str))
     by_formula: dict[str, list[int]] = {}
     for i, f in enumerate(formulas):
@@ -829,7 +440,7 @@ def build_pool(
         write_cifs(ids, pool_arrays.take(np.arange(len(ids))), out_cif_dir)
     metrics.update(
         {
-            "pool_size": int(len(pool)),
+            "pool_size": len(pool),
             "dropped": dropped,
             "settings": {**asdict(match), "min_distance": float(settings.get("min_distance", 0.5))},
             "timing": {**summary, "seconds_build_pool": round(time.perf_counter() - t0, 3)},

@@ -1,7 +1,8 @@
 """Dedupe entries of one source: same reduced formula and matching structure.
 
-Within each reduced-formula group, structures are compared with pymatgen's
-``StructureMatcher`` (primitive cells, volume scaled). Of each set of matching entries the
+Within each reduced-formula group, structures are compared with the shared matcher of
+:mod:`matdisco.core.matching` (pymatgen ``StructureMatcher``, primitive cells, volume scaled,
+space-group pre-filter at ``symprec``, no fingerprint pre-filter). Of each set of matching entries the
 first by (is_experimental desc, formation energy asc, id) is kept and lists the ids of the
 others in ``duplicate_ids``; the rest are dropped.
 """
@@ -9,59 +10,21 @@ others in ``duplicate_ids``; the rest are dropped.
 from __future__ import annotations
 
 import logging
-import warnings
-from concurrent.futures import ProcessPoolExecutor
 
 import numpy as np
 import pandas as pd
 
+from matdisco.core.matching import MatchSettings, dedupe
 from matdisco.store import StructureArrays
 
-__all__ = ["dedupe_entries", "find_duplicate_groups", "merge_duplicates"]
+__all__ = ["dedupe_entries", "find_duplicate_groups", "match_settings", "merge_duplicates"]
 
 log = logging.getLogger("matdisco.data")
 
 
-def _spacegroup(structure, symprec: float | None) -> int:
-    """Space-group number at a loose tolerance (0 when not requested or undetermined)."""
-    if not symprec:
-        return 0
-    from pymatgen.symmetry.analyzer import SpacegroupAnalyzer
-
-    try:
-        return SpacegroupAnalyzer(structure, symprec=symprec).get_space_group_number()
-    except Exception:  # noqa: BLE001 - spglib failure: put it in the catch-all bucket
-        return 0
-
-
-def _group(args: tuple[list, dict, float | None]) -> list[list[int]]:
-    """Group matching structures of one formula; returns lists of indices into the input.
-
-    Each structure is reduced (primitive + Niggli) once. Structures whose reduced cells have
-    different numbers of sites cannot match (StructureMatcher without supercell attempts
-    requires equal counts). With ``symprec`` set, structures must also share their space
-    group at that tolerance to count as duplicates (a fingerprint pre-filter that keeps the
-    pairwise comparisons of polymorph-rich formulas such as SiO2 affordable).
-    """
-    from pymatgen.analysis.structure_matcher import StructureMatcher
-
-    structures, tol, symprec = args
-    matcher = StructureMatcher(**tol, primitive_cell=True, scale=True)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        reduced = [matcher._get_reduced_structure(s, True, niggli=True) for s in structures]
-        buckets: dict[tuple[int, int], list[int]] = {}
-        for i, r in enumerate(reduced):
-            buckets.setdefault((len(r), _spacegroup(r, symprec)), []).append(i)
-        groups: list[list[int]] = []
-        for members in buckets.values():
-            unmatched = list(members)
-            while unmatched:
-                ref = unmatched.pop(0)
-                hits = [j for j in unmatched if matcher.fit(reduced[ref], reduced[j], skip_structure_reduction=True)]
-                unmatched = [j for j in unmatched if j not in hits]
-                groups.append([ref, *hits])
-    return groups
+def match_settings(ltol: float, stol: float, angle_tol: float, symprec: float | None) -> MatchSettings:
+    """The data stage's comparison: space-group pre-filter at ``symprec``, no fingerprints."""
+    return MatchSettings(ltol=ltol, stol=stol, angle_tol=angle_tol, fingerprint_tol=None, symprec=symprec or None)
 
 
 def _preference_order(entries: pd.DataFrame) -> pd.DataFrame:
@@ -92,34 +55,26 @@ def find_duplicate_groups(
         stol: StructureMatcher site tolerance.
         angle_tol: StructureMatcher angle tolerance in degrees.
         symprec: if set, duplicates must also have the same space group at this spglib
-            tolerance (pre-filter); None compares every same-size pair.
+            tolerance (pre-filter; a structure on which spglib fails is compared with every
+            same-size one, see :mod:`matdisco.core.matching`); None compares every
+            same-size pair.
         workers: processes comparing formula groups in parallel.
 
     Returns:
         int array, one group id per row; rows sharing an id are duplicates. The id is the
         row position of the group's preferred entry.
     """
-    tol = {"ltol": ltol, "stol": stol, "angle_tol": angle_tol}
     entries = entries.reset_index(drop=True)
-    group_of = np.arange(len(entries), dtype=np.int64)
-    formula_groups = [
-        grp.index.to_list() for _, grp in _preference_order(entries).groupby("formula", sort=False) if len(grp) > 1
-    ]
-    jobs = [([structures.structure(i) for i in rows], tol, symprec) for rows in formula_groups]
-    if workers > 1 and len(jobs) > 8:
-        # largest groups first so the pool stays balanced
-        by_size = sorted(range(len(jobs)), key=lambda k: -len(formula_groups[k]))
-        with ProcessPoolExecutor(max_workers=workers) as pool:
-            results = dict(zip(by_size, pool.map(_group, [jobs[k] for k in by_size], chunksize=4), strict=True))
-        clustered = [results[k] for k in range(len(jobs))]
-    else:
-        clustered = [_group(j) for j in jobs]
-    for rows, clusters in zip(formula_groups, clustered, strict=True):
-        for members in clusters:
-            # positions in `rows`, which is in preference order: the smallest is preferred
-            first = rows[min(members)]
-            for m in members:
-                group_of[rows[m]] = first
+    order = _preference_order(entries).index.to_numpy()
+    clusters = dedupe(
+        structures.take(order),
+        match_settings(ltol, stol, angle_tol, symprec),
+        formulas=entries["formula"].astype(str).to_numpy()[order].tolist(),
+        workers=workers,
+    )
+    # cluster label: row position of the group's preferred (first in preference order) entry
+    group_of = np.empty(len(entries), dtype=np.int64)
+    group_of[order] = order[clusters.rep]
     return group_of
 
 
@@ -146,8 +101,8 @@ def merge_duplicates(
         merged.append(";".join(prior + dup_ids[int(i)]))
     out["duplicate_ids"] = merged
     summary = {
-        "entries_in": int(len(entries)),
-        "entries_out": int(len(out)),
+        "entries_in": len(entries),
+        "entries_out": len(out),
         "duplicates_merged": int(len(entries) - len(out)),
     }
     return out.reset_index(drop=True), structures.take(keep), summary
@@ -173,7 +128,9 @@ def dedupe_entries(
         stol: StructureMatcher site tolerance.
         angle_tol: StructureMatcher angle tolerance in degrees.
         symprec: if set, duplicates must also have the same space group at this spglib
-            tolerance (pre-filter); None compares every same-size pair.
+            tolerance (pre-filter; a structure on which spglib fails is compared with every
+            same-size one, see :mod:`matdisco.core.matching`); None compares every
+            same-size pair.
         workers: processes comparing formula groups in parallel.
         group_of: precomputed duplicate-group ids (from :func:`find_duplicate_groups` with
             the same tolerances); skips the comparisons.

@@ -48,6 +48,7 @@ import pandas as pd
 import torch
 from torch import nn
 
+from matdisco.core.matching import MatchSettings, dedupe
 from matdisco.generate.pointcloud import (
     PointCloudSpec,
     ValiditySettings,
@@ -950,50 +951,36 @@ def formula_multiples(formula: str, spec: PointCloudSpec, max_sites: int) -> lis
     return out
 
 
-def _spacegroup(structure: Structure, symprec: float = 0.1) -> int:
-    from pymatgen.symmetry.analyzer import SpacegroupAnalyzer
-
-    try:
-        return int(SpacegroupAnalyzer(structure, symprec=symprec).get_space_group_number())
-    except Exception:  # noqa: BLE001 - spglib failure: treat as P1
-        return 1
+#: the GAN's structure comparison: space-group pre-filter at spglib symprec 0.1, no fingerprints
+GAN_SYMPREC = 0.1
+#: primitive-cell tolerance of the GAN's comparison, Angstrom (tighter than pymatgen's 0.25:
+#: noisy generated supercells stay supercells instead of some of them being reduced)
+GAN_PRIMITIVE_TOL = 0.1
 
 
 def dedupe_structures(
     structures: Sequence[Structure], *, ltol: float = 0.2, stol: float = 0.3, angle_tol: float = 5.0
 ) -> list[list[int]]:
-    """Groups of matching structures (indices; pymatgen StructureMatcher, same composition assumed).
+    """Groups of matching structures (indices), by :func:`matdisco.core.matching.dedupe`.
 
-    Structures are compared as primitive cells (volume scaled). The space-group pre-filter
-    (spglib, symprec 0.1) can split matches that the matcher's tolerances would merge across a
-    symmetry boundary, so uniqueness is, if anything, overstated slightly.
+    Structures are compared as primitive cells (volume scaled) with pymatgen's
+    StructureMatcher, only within one reduced formula, primitive size and space group (spglib,
+    symprec 0.1; a structure on which spglib fails is compared with every same-size one). The
+    space-group pre-filter can split matches that the matcher's tolerances would merge across
+    a symmetry boundary, so uniqueness is, if anything, overstated slightly.
     The first index of each group is its representative; groups are in order of first index.
     """
-    from pymatgen.analysis.structure_matcher import StructureMatcher
-
     if not structures:
         return []
-    # primitive cells once (not inside every comparison); only cells of equal primitive size
-    # and space group (symprec 0.1) are compared, then greedy grouping against representatives
-    sm = StructureMatcher(
-        ltol=ltol, stol=stol, angle_tol=angle_tol, primitive_cell=False, scale=True
+    settings = MatchSettings(
+        ltol=ltol,
+        stol=stol,
+        angle_tol=angle_tol,
+        fingerprint_tol=None,
+        symprec=GAN_SYMPREC,
+        primitive_tol=GAN_PRIMITIVE_TOL,
     )
-    prims = [s.get_primitive_structure(tolerance=0.1) for s in structures]
-    keys = [(len(p), _spacegroup(p)) for p in prims]
-    reps: list[int] = []
-    groups: dict[int, list[int]] = {}
-    for i, p in enumerate(prims):
-        hit = None
-        for r in reps:
-            if keys[r] == keys[i] and sm.fit(prims[r], p):
-                hit = r
-                break
-        if hit is None:
-            reps.append(i)
-            groups[i] = [i]
-        else:
-            groups[hit].append(i)
-    return [groups[r] for r in reps]
+    return dedupe(list(structures), settings).groups()
 
 
 def generate_structures(
@@ -1130,7 +1117,7 @@ def generate_structures(
         "per_formula": per_formula,
         "composition_by_construction": use_counts,
         "validity": asdict(validity),
-        "dedupe": {"ltol": 0.2, "stol": 0.3, "angle_tol": 5.0, **dd},
+        "dedupe": {"ltol": 0.2, "stol": 0.3, "angle_tol": 5.0, "symprec": GAN_SYMPREC, "primitive_tol": GAN_PRIMITIVE_TOL, **dd},
     }
     return entries, keep, summary
 

@@ -22,7 +22,14 @@ import pandas as pd
 from matdisco.relax.reference import load_reference, phase_diagram
 from matdisco.store import atomic_write, read_entries, read_structure_arrays, write_store
 
-__all__ = ["candidate_ehull", "metastable_rates", "compute_ehull", "EHULL_COLUMNS"]
+__all__ = [
+    "candidate_ehull",
+    "metastable_rates",
+    "compute_ehull",
+    "EHULL_COLUMNS",
+    "CANDIDATE_REQUIRED",
+    "validate_candidates",
+]
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +54,23 @@ EHULL_COLUMNS = (
     "novel_composition",
     "novel_structure",
 )
+
+
+#: columns the relaxed-candidate store must have for :func:`compute_ehull`
+CANDIDATE_REQUIRED = ("id", "composition", "status", "converged", "energy_per_atom", "energy_scale")
+
+
+def validate_candidates(cand: pd.DataFrame, source: str | Path = "candidates") -> None:
+    """Raise ValueError naming ``source`` and the missing columns of :data:`CANDIDATE_REQUIRED`.
+
+    An empty table (nothing was relaxed) needs only ``status``.
+    """
+    required = CANDIDATE_REQUIRED if len(cand) else ("status",)
+    missing = [c for c in required if c not in cand.columns]
+    if missing:
+        raise ValueError(
+            f"{source}: candidate table lacks column(s) {missing} (required: {list(CANDIDATE_REQUIRED)})"
+        )
 
 
 def _decomp_text(decomp: dict[Any, float]) -> str:
@@ -134,11 +158,21 @@ def compute_ehull(
         thresholds: metastability thresholds, eV/atom.
         reference_mode: how the reference energies were made (for the ``reference`` column).
 
+    Every input is read and checked before any output is written.
+
     Raises:
-        ValueError: when candidate and reference energy scales differ.
+        FileNotFoundError: when an input file is missing.
+        ValueError: when an input lacks a required column (named in the message), the
+            reference has no usable phase, or candidate and reference energy scales differ.
     """
+    if not Path(relaxed_store).is_file():
+        raise FileNotFoundError(f"relaxed candidate store {relaxed_store} not found")
     cand = read_entries(relaxed_store)
-    ref = load_reference(reference_csv)
+    validate_candidates(cand, relaxed_store)
+    arrays = read_structure_arrays(relaxed_store)
+    if len(arrays) != len(cand):
+        raise ValueError(f"{relaxed_store}: {len(cand)} entries but {len(arrays)} structures")
+    ref = load_reference(reference_csv)  # validated: required columns, usable phases
     ref_scales = set(ref["energy_scale"].astype(str))
     cand_scales = (
         set(cand.loc[cand["status"] != "prescreen_rejected", "energy_scale"].astype(str)) - {""}
@@ -193,19 +227,6 @@ def compute_ehull(
         if c not in out.columns:
             out[c] = "" if c in ("generator", "parent", "target_formula") else np.nan
     table = out[list(EHULL_COLUMNS)]
-    with atomic_write(out_csv) as tmp:
-        table.to_csv(tmp, index=False)
-    write_store(
-        out_store,
-        out,
-        read_structure_arrays(relaxed_store),
-        data_source="relax",
-        provenance={
-            "relaxed": str(relaxed_store),
-            "reference": str(reference_csv),
-            "energy_scale": scale,
-        },
-    )
     rates = metastable_rates(out, thresholds)
     rates["energy_scale"] = scale
     rates["reference"] = {
@@ -213,13 +234,28 @@ def compute_ehull(
         "n_failed": int(len(ref) - len(ok_ref)),
         "mode": reference_mode,
     }
-    check = ok_ref[np.isfinite(ok_ref["store_e_above_hull"].to_numpy(dtype=float))]
-    if "e_above_hull_model" in check.columns and len(check):
+    has_check = {"store_e_above_hull", "e_above_hull_model"} <= set(ok_ref.columns)
+    check = ok_ref[np.isfinite(ok_ref["store_e_above_hull"].to_numpy(dtype=float))] if has_check else ok_ref[:0]
+    if has_check and len(check):
         diff = check["e_above_hull_model"].to_numpy(dtype=float) - check[
             "store_e_above_hull"
         ].to_numpy(dtype=float)
         rates["reference"]["mae_e_above_hull_vs_store"] = round(float(np.nanmean(np.abs(diff))), 4)
         rates["reference"]["n_compared"] = int(np.isfinite(diff).sum())
+    # every input checked and every result computed: now write
+    with atomic_write(out_csv) as tmp:
+        table.to_csv(tmp, index=False)
+    write_store(
+        out_store,
+        out,
+        arrays,
+        data_source="relax",
+        provenance={
+            "relaxed": str(relaxed_store),
+            "reference": str(reference_csv),
+            "energy_scale": scale,
+        },
+    )
     with atomic_write(out_rates) as tmp:
         Path(tmp).write_text(json.dumps(rates, indent=2) + "\n")
     log.info("E_hull of %d candidates on %s; rates: %s", len(out), scale, rates["all"])

@@ -37,6 +37,8 @@ if TYPE_CHECKING:
 
 __all__ = [
     "REFERENCE_COLUMNS",
+    "REFERENCE_REQUIRED",
+    "validate_reference",
     "store_hull",
     "select_reference",
     "compute_reference",
@@ -64,6 +66,9 @@ REFERENCE_COLUMNS = (
     "store_hull_e_above_hull",
     "e_above_hull_model",
 )
+#: columns a reference table must have (the others of :data:`REFERENCE_COLUMNS` are optional;
+#: documented in docs/interfaces.md)
+REFERENCE_REQUIRED = ("id", "composition", "energy_per_atom", "energy_scale", "status")
 
 
 def _in_system(chemsys: str, elements: set[str]) -> bool:
@@ -404,9 +409,42 @@ def _write_csv(path: str | Path, ref: pd.DataFrame) -> None:
         ref[[c for c in REFERENCE_COLUMNS if c in ref.columns]].to_csv(tmp, index=False)
 
 
+def validate_reference(ref: pd.DataFrame, source: str | Path = "reference") -> None:
+    """Check a reference table before it is used.
+
+    Raises:
+        ValueError: naming ``source`` and the problem: a missing column of
+            :data:`REFERENCE_REQUIRED`, no usable phase (status ``ok`` with a finite
+            ``energy_per_atom``), or more than one ``energy_scale``.
+    """
+    missing = [c for c in REFERENCE_REQUIRED if c not in ref.columns]
+    if missing:
+        raise ValueError(
+            f"{source}: reference table lacks column(s) {missing} "
+            f"(required: {list(REFERENCE_REQUIRED)}; see docs/interfaces.md)"
+        )
+    ok = (ref["status"].astype(str) == "ok") & np.isfinite(
+        pd.to_numeric(ref["energy_per_atom"], errors="coerce").to_numpy(dtype=float)
+    )
+    if not ok.any():
+        raise ValueError(f"{source}: no reference phase with status 'ok' and a finite energy_per_atom")
+    scales = set(ref["energy_scale"].astype(str))
+    if len(scales) != 1:
+        raise ValueError(f"{source}: reference mixes energy scales {sorted(scales)}")
+
+
 def load_reference(path: str | Path) -> pd.DataFrame:
-    """Read a reference table written by :func:`compute_reference`."""
-    return pd.read_csv(path, dtype={"id": str})
+    """Read and validate a reference table (written by :func:`compute_reference`).
+
+    Raises:
+        FileNotFoundError: when ``path`` does not exist.
+        ValueError: see :func:`validate_reference`.
+    """
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"reference table {path} not found")
+    ref = pd.read_csv(path, dtype={"id": str})
+    validate_reference(ref, path)
+    return ref
 
 
 def hull_screen(
