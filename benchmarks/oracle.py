@@ -397,8 +397,10 @@ def summarize(args: argparse.Namespace, labels: list[str]) -> dict[str, Any]:
 def markdown(result: dict[str, Any]) -> str:
     """The oracle table (one row per backend) as Markdown."""
     lines = [
-        "| backend | n (MgMnO + tern.) | MAE E_f | MAE E_hull | stable agree | MgMnO MAE E_f "
-        "| tern. MAE E_f | struct/min | force evals/min | peak RSS MB | batched speed-up |",
+        (
+            "| backend | n (MgMnO + tern.) | MAE E_f | MAE E_hull | stable agree | MgMnO MAE E_f "
+            "| tern. MAE E_f | struct/min | force evals/min | peak RSS MB | batched speed-up |"
+        ),
         "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for label, b in result["backends"].items():
