@@ -102,7 +102,7 @@ def test_get_backend_errors():
     try:
         import sevenn  # noqa: F401
     except ImportError:
-        with pytest.raises(BackendUnavailable, match="pip install sevenn"):
+        with pytest.raises(BackendUnavailable, match="sevenn==0.13.0"):
             get_backend("sevennet")
 
 

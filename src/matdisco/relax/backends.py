@@ -8,8 +8,8 @@ Backends (name: what; energy scale):
 
 * ``chgnet`` (default): CHGNet 0.3.0 from the wheel; energies already MP2020-compatible;
   ``chgnet-0.3.0/mp2020``.
-* ``sevennet``: SevenNet-0 (optional ``sevenn``); raw PBE(+U), MP2020 applied here;
-  ``sevennet-0/mp2020``.
+* ``sevennet``: SevenNet 7net-0 | 7net-l3i5 | 7net-mf-0 (``sevenn`` 0.13.0, weights in its
+  wheel); trained on raw PBE(+U), MP2020 applied here per structure; ``sevennet-<model>/mp2020``.
 * ``gpaw``: real DFT in-process (PBE, PBE+U, plane waves); GPAW's own reference energies;
   ``gpaw-pbe``.
 * ``vasp``: MPRelaxSet inputs, a configured command, vasprun.xml parsed, MP2020 applied;
@@ -26,6 +26,7 @@ from __future__ import annotations
 import logging
 import os
 import time
+import warnings
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -41,6 +42,7 @@ __all__ = [
     "BackendUnavailable",
     "CHGNetBackend",
     "SevenNetBackend",
+    "SEVENNET_MODELS",
     "GPAWBackend",
     "EMTBackend",
     "BACKENDS",
@@ -323,33 +325,175 @@ class CHGNetBackend(Backend):
         return [float(p["e"]) * len(s) for s, p in zip(structures, preds, strict=True)]
 
 
+#: SevenNet checkpoints shipped inside the sevenn 0.13.0 wheel (no download at run time), with
+#: the Matbench Discovery F1 each was published with (for provenance and the README table).
+SEVENNET_MODELS: dict[str, dict[str, Any]] = {
+    "7net-0": {"modals": None, "matbench_f1": 0.724},
+    "7net-l3i5": {"modals": None, "matbench_f1": 0.760},
+    "7net-mf-0": {"modals": ("PBE", "R2SCAN"), "matbench_f1": None},
+}
+
+
 @dataclass
 class SevenNetBackend(Backend):
-    """SevenNet-0 (``sevenn``, optional). Raw PBE(+U) energies: MP2020 corrections applied."""
+    """SevenNet (``sevenn`` 0.13.0; checkpoints 7net-0, 7net-l3i5, 7net-mf-0 from its wheel).
+
+    SevenNet models are trained on *uncorrected* MPtrj PBE(+U) energies, so the raw energy of a
+    structure is put on the MP2020 scale here: :meth:`correction` applies pymatgen's
+    ``MaterialsProject2020Compatibility`` (oxide/anion corrections, GGA/GGA+U mixing for Mn, Fe,
+    ...) and the optimiser records it per structure (``correction_per_atom``).
+
+    Options (``relax.sevennet``): ``model`` (7net-0 | 7net-l3i5 | 7net-mf-0), ``modal`` (only
+    7net-mf-0: ``PBE``, on the MP2020 scale, or ``R2SCAN``, raw r2SCAN energies with no
+    correction and their own scale), ``batch_size`` (structures per forward pass of
+    :meth:`predict`).
+
+    The energy scale names model and correction, e.g. ``sevennet-7net-l3i5/mp2020``: a hull
+    recomputed with another model (or CHGNet) is a different scale and is refused.
+    """
 
     name: ClassVar[str] = "sevennet"
-    energy_scale: ClassVar[str] = "sevennet-0/mp2020"
+    energy_scale: ClassVar[str] = "sevennet-7net-0/mp2020"  # set per model in __post_init__
+    batched: ClassVar[bool] = True
+    _model: Any = field(default=None, init=False, repr=False)
     _calc: Any = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        model = str(self.options.get("model", "7net-0"))
+        if model not in SEVENNET_MODELS:
+            raise ValueError(
+                f"relax.sevennet.model {model!r} is not one of the checkpoints shipped in the "
+                f"sevenn wheel: {sorted(SEVENNET_MODELS)}"
+            )
+        modals = SEVENNET_MODELS[model]["modals"]
+        modal = self.options.get("modal")
+        if modals is None:
+            if modal:
+                raise ValueError(
+                    f"relax.sevennet.modal {modal!r} given, but {model} is not multi-fidelity "
+                    "(only 7net-mf-0 takes a modal)"
+                )
+            modal = None
+        else:
+            modal = str(modal or "PBE")
+            if modal not in modals:
+                raise ValueError(f"relax.sevennet.modal {modal!r}: {model} knows {list(modals)}")
         try:
-            from sevenn.calculator import SevenNetCalculator
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                from sevenn import util as sevenn_util
+                from sevenn.calculator import SevenNetCalculator
         except ImportError as err:
             raise BackendUnavailable(
-                "relax.backend 'sevennet' needs the optional package sevenn, which is not "
-                "installed: "
-                "pip install sevenn (0.13.0 ships the 7net-0 weights; install torch==2.13.0 first)"
+                "relax.backend 'sevennet' needs the package sevenn==0.13.0 (a project "
+                "dependency: rerun the install step, `make install`, or "
+                "pip install -c requirements.lock sevenn==0.13.0 torch==2.13.0)"
             ) from err
-        self._calc = SevenNetCalculator(str(self.options.get("model", "7net-0")), device="cpu")
+        self.model_name = model
+        self.modal = modal
+        self.mp2020 = modal in (None, "PBE")
+        tag = model if modal is None else f"{model}[{modal}]"
+        self.energy_scale = f"sevennet-{tag}/" + ("mp2020" if self.mp2020 else "raw")
+        self.batch_size = int(self.options.get("batch_size", 8))
+        t0 = time.perf_counter()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # "no tensor-product accelerator" on CPU
+            cp = sevenn_util.load_checkpoint(model)
+            self._model = cp.build_model()
+            self._calc = SevenNetCalculator(
+                self._model, file_type="model_instance", device="cpu", modal=modal
+            )
+        self._model.eval()
+        self._cutoff = float(self._calc.cutoff)
+        self._type_map = dict(self._calc.type_map)
+        log.info("SevenNet %s loaded in %.1f s", tag, time.perf_counter() - t0)
 
     def calculator(self, atoms: Atoms) -> Calculator:
-        """The shared SevenNetCalculator."""
+        """The shared SevenNetCalculator (model in single-structure mode)."""
+        self._model.set_is_batch_data(False)
         return self._calc
 
+    def _check_species(self, atoms: Atoms) -> None:
+        unknown = sorted(set(atoms.get_chemical_symbols()) - self._known_symbols())
+        if unknown:
+            raise ValueError(f"{self.model_name} has no parameters for {unknown}")
+
+    def _known_symbols(self) -> set[str]:
+        from ase.data import chemical_symbols
+
+        return {chemical_symbols[int(z)] for z in self._type_map}
+
+    def predict(self, atoms_list: list[Atoms]) -> list[dict[str, Any] | Exception]:
+        """Batched SevenNet single points (``batch_size`` graphs per forward pass).
+
+        A batch that raises is retried one structure at a time, so one bad cell only fails
+        itself.
+        """
+        out: list[dict[str, Any] | Exception] = []
+        for k in range(0, len(atoms_list), self.batch_size):
+            chunk = atoms_list[k : k + self.batch_size]
+            try:
+                out.extend(self._forward(chunk))
+            except Exception:  # noqa: BLE001 - isolate the failing structure(s)
+                for a in chunk:
+                    try:
+                        out.extend(self._forward([a]))
+                    except Exception as err:  # noqa: BLE001 - reported per structure
+                        out.append(err)
+        return out
+
+    def _forward(self, atoms_list: list[Atoms]) -> list[dict[str, Any]]:
+        import sevenn._keys as KEY
+        import torch
+        from sevenn.atom_graph_data import AtomGraphData
+        from sevenn.train.dataload import unlabeled_atoms_to_graph
+        from torch_geometric.data import Batch
+
+        graphs = []
+        for a in atoms_list:
+            self._check_species(a)
+            g = AtomGraphData.from_numpy_dict(
+                unlabeled_atoms_to_graph(a, self._cutoff, with_shift=False)
+            )
+            if self.modal:
+                g[KEY.DATA_MODALITY] = self.modal
+            graphs.append(g)
+        batch = Batch.from_data_list(graphs)
+        self._model.set_is_batch_data(True)
+        try:
+            res = self._model(batch)
+        finally:
+            self._model.set_is_batch_data(False)
+        n_at = [len(a) for a in atoms_list]
+        energies = res[KEY.PRED_TOTAL_ENERGY].detach().reshape(-1).numpy()
+        forces = torch.split(res[KEY.PRED_FORCE].detach(), n_at)
+        stress = (-res[KEY.PRED_STRESS].detach()).reshape(len(atoms_list), 6).numpy()
+        return [
+            {
+                "energy": float(energies[i]),
+                "forces": forces[i].numpy().astype(float),
+                # SevenNet's order is xx yy zz xy yz zx; ASE Voigt is xx yy zz yz xz xy
+                "stress": stress[i][[0, 1, 2, 4, 5, 3]].astype(float),
+            }
+            for i in range(len(atoms_list))
+        ]
+
     def correction(self, structure: Structure, energy: float) -> float:
-        """MP2020 correction (oxide, anion, GGA/GGA+U mixing) for the raw SevenNet energy."""
-        return mp2020_correction(structure, energy)
+        """MP2020 correction (oxide, anion, GGA/GGA+U mixing) for the raw SevenNet energy.
+
+        Zero for 7net-mf-0's R2SCAN modal (its own scale, ``.../raw``).
+        """
+        return mp2020_correction(structure, energy) if self.mp2020 else 0.0
+
+    def describe(self) -> dict[str, Any]:
+        """Name, model, modal, scale and settings, for provenance."""
+        return {
+            **super().describe(),
+            "model": self.model_name,
+            "modal": self.modal,
+            "correction": "MaterialsProject2020Compatibility" if self.mp2020 else "none",
+        }
 
 
 #: elements that get spin polarisation (initial moments) in the GPAW backend
