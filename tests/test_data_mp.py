@@ -104,7 +104,10 @@ def _no_env_key(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def _mp(chemsys: list[str], *, api_key: str | None = None, **kw: Any):
     """load_mp with its ``data.mp`` settings given as a config mapping (as the workflow has it)."""
-    section = {"chemsys": chemsys, **{k: str(v) if isinstance(v, Path) else v for k, v in kw.items()}}
+    section = {
+        "chemsys": chemsys,
+        **{k: str(v) if isinstance(v, Path) else v for k, v in kw.items()},
+    }
     return load_mp(section, api_key=api_key)
 
 
@@ -268,9 +271,7 @@ def test_persistent_500_leaves_no_cache(
     server.failures[("/materials/summary/", "Mg-O")] = [500]
     cache = tmp_path / "cache"
     with caplog.at_level(logging.DEBUG), pytest.raises(DataSourceError) as exc:
-        _mp(
-            ["Mg-O"], cache_dir=cache, endpoint=server.url, api_key=KEY, max_retries=2, backoff_s=0
-        )
+        _mp(["Mg-O"], cache_dir=cache, endpoint=server.url, api_key=KEY, max_retries=2, backoff_s=0)
     msg = str(exc.value)
     assert "500" in msg and "/materials/summary/" in msg and "3 attempt" in msg
     assert KEY not in msg and KEY not in caplog.text
