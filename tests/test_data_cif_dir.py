@@ -13,6 +13,7 @@ import pytest
 
 from matdisco.data.base import SourceResult
 from matdisco.data.cif_dir import REASONS, _ordered_copy, _Reject, load_cif_dir
+from matdisco.settings import DataCifDirSettings
 from matdisco.store import (
     ENTRY_COLUMNS,
     StructureArrays,
@@ -46,7 +47,7 @@ EXPECTED_REJECTED = {
 
 @pytest.fixture(scope="module")
 def result() -> SourceResult:
-    return load_cif_dir(CIFS)
+    return load_cif_dir({"path": str(CIFS)})
 
 
 @pytest.fixture(scope="module")
@@ -137,7 +138,8 @@ def test_entry_columns(result: SourceResult) -> None:
     assert mgb2["nelements"] == 2
     digest = hashlib.sha256((CIFS / "COD-1000026.cif").read_bytes()).hexdigest()
     assert mgb2["source_hash"] == digest
-    assert not load_cif_dir(CIFS, experimental=False).entries["is_experimental"].any()
+    res = load_cif_dir({"path": str(CIFS), "experimental": False})
+    assert not res.entries["is_experimental"].any()
 
 
 def test_structures_round_trip(result: SourceResult, tmp_path: Path) -> None:
@@ -166,16 +168,16 @@ def test_occupancy_tolerance(result: SourceResult) -> None:
     # Cs at 0.995 counts as full with the default tolerance 0.01 and is stored fully occupied
     cscl = result.structures.structure(list(result.entries["id"]).index("cif-blocks-1"))
     assert cscl.composition.formula == "Cs1 Cl1"
-    strict = load_cif_dir(CIFS, occupancy_tolerance=0.001)
+    strict = load_cif_dir({"path": str(CIFS), "occupancy_tolerance": 0.001})
     assert "cif-blocks-1" not in set(strict.entries["id"])
     assert strict.provenance["rejected_by_reason"]["partial_occupancy"] == 5
     with pytest.raises(ValueError, match="occupancy_tolerance"):
-        load_cif_dir(CIFS, occupancy_tolerance=0.7)
+        load_cif_dir({"path": str(CIFS), "occupancy_tolerance": 0.7})
 
 
 def test_rejections_are_logged(caplog: pytest.LogCaptureFixture) -> None:
     with caplog.at_level(logging.INFO, logger="matdisco.data"):
-        load_cif_dir(CIFS)
+        load_cif_dir({"path": str(CIFS)})
     records = [r for r in caplog.records if r.name == "matdisco.data"]
     warned = [r.getMessage() for r in records if r.levelno == logging.WARNING]
     assert len(warned) == 9
@@ -198,7 +200,7 @@ def test_bad_files_never_crash(tmp_path: Path) -> None:
     truncated = (CIFS / "COD-1000026.cif").read_text()[:900]
     (tmp_path / "truncated_early.cif").write_text(truncated)
     (tmp_path / "notes.txt").write_text("not a cif, not picked up")
-    res = load_cif_dir(tmp_path)
+    res = load_cif_dir({"path": str(tmp_path)})
     assert res.provenance["n_files"] == 5
     assert len(res.entries) == 0 and len(res.structures) == 0
     assert list(res.entries.columns) == list(ENTRY_COLUMNS)
@@ -213,17 +215,21 @@ def test_bad_files_never_crash(tmp_path: Path) -> None:
 
 
 def test_empty_and_missing_folder(tmp_path: Path) -> None:
-    res = load_cif_dir(tmp_path)
+    res = load_cif_dir({"path": str(tmp_path)})
     assert len(res) == 0 and res.provenance["n_files"] == 0
     with pytest.raises(FileNotFoundError, match="not a folder"):
-        load_cif_dir(tmp_path / "nope")
+        load_cif_dir({"path": str(tmp_path / "nope")})
+    with pytest.raises(FileNotFoundError, match=r"data\.cif_dir\.path: not set"):
+        load_cif_dir(DataCifDirSettings())
+    typed = load_cif_dir(DataCifDirSettings(path=str(tmp_path), experimental=False))
+    assert typed.provenance["experimental"] is False
 
 
 def test_ids_are_unique(tmp_path: Path) -> None:
     for sub in ("a", "b"):
         (tmp_path / sub).mkdir()
         shutil.copy(CIFS / "COD-1000026.cif", tmp_path / sub / "MgB2 phase.cif")
-    res = load_cif_dir(tmp_path)
+    res = load_cif_dir({"path": str(tmp_path)})
     assert res.entries["id"].tolist() == ["cif-MgB2_phase", "cif-MgB2_phase-2"]
     assert res.entries["source_file"].tolist() == ["a/MgB2 phase.cif", "b/MgB2 phase.cif"]
 

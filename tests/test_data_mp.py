@@ -16,9 +16,10 @@ from urllib.parse import parse_qs, urlparse
 import numpy as np
 import pytest
 
-from matdisco.data import mp
 from matdisco.data.base import DataSourceError
 from matdisco.data.mp import FIELDS, load_mp, subsystems
+from matdisco.data.mp import client as mp_client
+from matdisco.settings import DataMPSettings, SettingsError
 from matdisco.store import ENTRY_COLUMNS
 
 RECORDING = json.loads(
@@ -101,9 +102,18 @@ def _no_env_key(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("MP_API_ENDPOINT", raising=False)
 
 
+def _mp(chemsys: list[str], *, api_key: str | None = None, **kw: Any):
+    """load_mp with its ``data.mp`` settings given as a config mapping (as the workflow has it)."""
+    section = {
+        "chemsys": chemsys,
+        **{k: str(v) if isinstance(v, Path) else v for k, v in kw.items()},
+    }
+    return load_mp(section, api_key=api_key)
+
+
 def _load(server: FakeMP, cache: Path, **kw: Any):
     kw.setdefault("api_key", KEY)
-    return load_mp(["Mg-O"], cache_dir=cache, endpoint=server.url, backoff_s=0, timeout_s=5, **kw)
+    return _mp(["Mg-O"], cache_dir=cache, endpoint=server.url, backoff_s=0, timeout_s=5, **kw)
 
 
 def _all_cache_text(cache: Path) -> str:
@@ -189,19 +199,19 @@ def test_second_call_reads_cache_without_network(server: FakeMP, tmp_path: Path)
     n_requests = len(server.requests)
     server.stop()
     # no key, no server: the cache must suffice
-    second = load_mp(["Mg-O"], cache_dir=tmp_path, endpoint=server.url, backoff_s=0, timeout_s=1)
+    second = _mp(["Mg-O"], cache_dir=tmp_path, endpoint=server.url, backoff_s=0, timeout_s=1)
     assert len(server.requests) == n_requests
     assert second.provenance["from_cache"] is True
     assert second.entries.equals(first.entries)
     np.testing.assert_array_equal(second.structures.frac_coords, first.structures.frac_coords)
     # an explicit snapshot works the same, and so does a subsystem of what was downloaded
     snap = first.provenance["snapshot"]
-    again = load_mp(["Mg"], cache_dir=tmp_path, snapshot=snap, endpoint=server.url)
+    again = _mp(["Mg"], cache_dir=tmp_path, snapshot=snap, endpoint=server.url)
     assert again.entries["id"].tolist() == ["mp-153", "mp-9900002"]
 
 
 def test_pagination(server: FakeMP, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(mp, "_PAGE_SIZE", 2)
+    monkeypatch.setattr(mp_client, "_PAGE_SIZE", 2)
     res = _load(server, tmp_path)
     mgo = [r["params"] for r in server.summary_requests() if r["params"]["chemsys"] == "Mg-O"]
     assert [p.get("_skip") for p in mgo] == [None, "2"]
@@ -210,7 +220,7 @@ def test_pagination(server: FakeMP, tmp_path: Path, monkeypatch: pytest.MonkeyPa
 
 def test_missing_key(server: FakeMP, tmp_path: Path) -> None:
     with pytest.raises(DataSourceError) as exc:
-        load_mp(["Mg-O"], cache_dir=tmp_path, endpoint=server.url)
+        _mp(["Mg-O"], cache_dir=tmp_path, endpoint=server.url)
     msg = str(exc.value)
     assert "\n" not in msg
     assert "MP_API_KEY" in msg and "data.source is 'mp'" in msg
@@ -222,7 +232,7 @@ def test_key_from_environment(
     server: FakeMP, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("MP_API_KEY", KEY)
-    res = load_mp(["Mg-O"], cache_dir=tmp_path, endpoint=server.url, backoff_s=0)
+    res = _mp(["Mg-O"], cache_dir=tmp_path, endpoint=server.url, backoff_s=0)
     assert len(res.entries) == 5
     assert server.summary_requests()[0]["key"] == KEY
 
@@ -238,9 +248,9 @@ def test_bad_key_is_not_retried_or_echoed(server: FakeMP, tmp_path: Path) -> Non
 
 def test_retry_after_500(server: FakeMP, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     delays: list[float] = []
-    monkeypatch.setattr(mp, "_sleep", delays.append)
+    monkeypatch.setattr(mp_client, "_sleep", delays.append)
     server.failures[("/materials/summary/", "O")] = [500, 503, 200]
-    res = load_mp(
+    res = _mp(
         ["Mg-O"], cache_dir=tmp_path, endpoint=server.url, api_key=KEY, backoff_s=2.0, timeout_s=5
     )
     assert len(res.entries) == 5
@@ -261,9 +271,7 @@ def test_persistent_500_leaves_no_cache(
     server.failures[("/materials/summary/", "Mg-O")] = [500]
     cache = tmp_path / "cache"
     with caplog.at_level(logging.DEBUG), pytest.raises(DataSourceError) as exc:
-        load_mp(
-            ["Mg-O"], cache_dir=cache, endpoint=server.url, api_key=KEY, max_retries=2, backoff_s=0
-        )
+        _mp(["Mg-O"], cache_dir=cache, endpoint=server.url, api_key=KEY, max_retries=2, backoff_s=0)
     msg = str(exc.value)
     assert "500" in msg and "/materials/summary/" in msg and "3 attempt" in msg
     assert KEY not in msg and KEY not in caplog.text
@@ -277,10 +285,10 @@ def test_connection_errors_are_retried(
     server: FakeMP, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     delays: list[float] = []
-    monkeypatch.setattr(mp, "_sleep", delays.append)
+    monkeypatch.setattr(mp_client, "_sleep", delays.append)
     server.stop()
     with pytest.raises(DataSourceError, match="ConnectionError") as exc:
-        load_mp(
+        _mp(
             ["Mg"],
             cache_dir=tmp_path,
             endpoint=server.url,
@@ -316,7 +324,7 @@ def test_past_snapshot_is_not_downloaded(server: FakeMP, tmp_path: Path) -> None
 
 
 def test_new_subsystems_are_added_to_a_snapshot(server: FakeMP, tmp_path: Path) -> None:
-    first = load_mp(["Mg"], cache_dir=tmp_path, endpoint=server.url, api_key=KEY, backoff_s=0)
+    first = _mp(["Mg"], cache_dir=tmp_path, endpoint=server.url, api_key=KEY, backoff_s=0)
     assert first.entries["id"].tolist() == ["mp-153", "mp-9900002"]
     server.requests.clear()
     res = _load(server, tmp_path)
@@ -327,7 +335,7 @@ def test_new_subsystems_are_added_to_a_snapshot(server: FakeMP, tmp_path: Path) 
 
 
 def test_empty_chemsys(server: FakeMP, tmp_path: Path) -> None:
-    res = load_mp(["Li"], cache_dir=tmp_path, endpoint=server.url, api_key=KEY, backoff_s=0)
+    res = _mp(["Li"], cache_dir=tmp_path, endpoint=server.url, api_key=KEY, backoff_s=0)
     assert len(res.entries) == 0 and len(res.structures) == 0
     assert list(res.entries.columns) == list(ENTRY_COLUMNS)
 
@@ -339,7 +347,22 @@ def test_rerun_on_a_later_day_reuses_the_newest_cache(server: FakeMP, tmp_path: 
     (tmp_path / first.provenance["snapshot"]).rename(old)
     n_requests = len(server.requests)
     server.stop()
-    again = load_mp(["Mg-O"], cache_dir=tmp_path, endpoint=server.url, backoff_s=0, timeout_s=1)
+    again = _mp(["Mg-O"], cache_dir=tmp_path, endpoint=server.url, backoff_s=0, timeout_s=1)
     assert len(server.requests) == n_requests
     assert again.provenance["snapshot"] == "2020-01-01"
     assert again.provenance["from_cache"] is True
+
+
+def test_typed_settings_equal_mapping(server: FakeMP, tmp_path: Path) -> None:
+    """DataMPSettings and the config mapping give the same load; a bad key is named."""
+    first = _load(server, tmp_path)
+    typed = DataMPSettings(
+        chemsys=("Mg-O",), cache_dir=str(tmp_path), endpoint=server.url, backoff_s=0.0
+    )
+    again = load_mp(typed)
+    assert again.provenance["from_cache"] is True
+    assert again.entries.equals(first.entries)
+    with pytest.raises(SettingsError, match=r"data\.mp\.max_retry: unknown key"):
+        load_mp({"chemsys": ["Mg-O"], "cache_dir": str(tmp_path), "max_retry": 2})
+    with pytest.raises(SettingsError, match=r"data\.mp\.timeout_s"):
+        load_mp({"chemsys": ["Mg-O"], "cache_dir": str(tmp_path), "timeout_s": "soon"})

@@ -13,6 +13,9 @@ import numpy as np
 import pytest
 
 from matdisco.screen import pourbaix as P
+from matdisco.screen.pourbaix.references import _ref_elements
+from matdisco.screen.pourbaix.system import _comp_dict
+from matdisco.settings import ScreenPourbaixSettings
 
 DATA = Path(__file__).parent / "data" / "pourbaix" / "pourbaix_test_data.json.gz"
 ROOT = Path(__file__).resolve().parents[1]
@@ -77,7 +80,7 @@ def test_dg_pbx_matches_pymatgen_binary(test_data):
     picked = sorted(by_comp.values(), key=lambda e: e.composition.reduced_formula)[:2]
     assert picked
     for e in picked:
-        comp = P._comp_dict(e.composition)
+        comp = _comp_dict(e.composition)
         pbx = PourbaixDiagram(entries, comp_dict=comp, conc_dict={k: 1e-6 for k in comp}, filter_solids=True)
         ours = P.dg_pbx(pbx, e, n_ph=141)
         assert ours.value == pytest.approx(_pymatgen_dg_pbx(pbx, e, n=141), abs=1e-3), e.name
@@ -97,11 +100,11 @@ def test_wrong_composition_is_refused(test_data):
 @pytest.fixture(scope="module")
 def mn_inputs():
     """Bundled Mn-O-H solids (rebuilt MP-scale energies) and the Mn ion references."""
-    d = P.POURBAIX_DEFAULTS
-    ion = P.load_ion_references(ROOT / d["ion_references"])
+    d = ScreenPourbaixSettings()
+    ion = P.load_ion_references(ROOT / d.ion_references)
     els = ("Mn",)
-    space = set(els) | {"H", "O"} | P._ref_elements(ion, els)
-    solids = P.known_solids(ROOT / d["solids"], space, ROOT / d["elemental_references"])
+    space = set(els) | {"H", "O"} | _ref_elements(ion, els)
+    solids = P.known_solids(ROOT / d.solids, space, ROOT / d.elemental_references)
     return solids, ion
 
 

@@ -56,13 +56,14 @@ def staged(tmp_path_factory, root):
     """Fixture candidates with the pourbaix and bandgap stages already run."""
     from matdisco.screen.bandgap import screen_bandgap
     from matdisco.screen.fixtures import fixture_candidates
-    from matdisco.screen.pourbaix import POURBAIX_DEFAULTS, screen_pourbaix
+    from matdisco.screen.pourbaix import screen_pourbaix
+    from matdisco.settings import ScreenPourbaixSettings
 
     d = tmp_path_factory.mktemp("screen")
     bundled = root / "resources/bundled/mp2018_structures.h5"
     n = fixture_candidates(bundled, d / "cand.h5", ["Mg", "Mn", "O"], max_entries=8, max_sites=30)
     assert n == 8
-    pbx = {**{k: str(root / v) if k in ("solids", "ion_references", "elemental_references") else v for k, v in POURBAIX_DEFAULTS.items()}, "n_ph": 5}
+    pbx = {**{k: str(root / v) if k in ("solids", "ion_references", "elemental_references") else v for k, v in ScreenPourbaixSettings().to_dict().items()}, "n_ph": 5}
     screen_pourbaix(candidates=d / "cand.h5", out_csv=d / "pbx.csv", out_summary=d / "pbx.json", settings=pbx, max_e_above_hull=0.08)
     # tiny surrogate trained on the fixture's own chemistry (quality is not the point here)
     screen_bandgap(

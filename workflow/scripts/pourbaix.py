@@ -1,15 +1,18 @@
 """Snakemake shim: Pourbaix decomposition energy of the candidates (see matdisco.screen.pourbaix)."""
 
+from dataclasses import replace
+
 from matdisco.logutil import log_to
-from matdisco.screen.pourbaix import screen_pourbaix
+from matdisco.screen.pourbaix.stage import screen_pourbaix
+from matdisco.settings import ScreenPourbaixSettings
 
 with log_to(snakemake.log[0]):
-    settings = {
-        **snakemake.params.settings,
-        "solids": snakemake.input.solids,
-        "ion_references": snakemake.input.ion_references,
-        "elemental_references": snakemake.input.elemental_references,
-    }
+    settings = replace(
+        ScreenPourbaixSettings.from_config(snakemake.params.settings),
+        solids=str(snakemake.input.solids),
+        ion_references=str(snakemake.input.ion_references),
+        elemental_references=str(snakemake.input.elemental_references),
+    )
     screen_pourbaix(
         candidates=snakemake.input.candidates,
         out_csv=snakemake.output.table,

@@ -42,6 +42,7 @@ import math
 import re
 import warnings
 from collections import Counter
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -49,12 +50,13 @@ import numpy as np
 import pandas as pd
 
 from matdisco.data.base import REJECTED_COLUMNS, SourceResult, empty_entries
+from matdisco.settings import DataCifDirSettings
 from matdisco.store import ENTRY_COLUMNS, StructureArrays
 
 if TYPE_CHECKING:
     from pymatgen.core import Structure
 
-__all__ = ["load_cif_dir", "REASONS"]
+__all__ = ["REASONS", "load_cif_dir"]
 
 logger = logging.getLogger("matdisco.data")
 
@@ -330,21 +332,17 @@ def _unique_id(base: str, used: set[str]) -> str:
     return ident
 
 
-def load_cif_dir(
-    path: str | Path,
-    *,
-    experimental: bool = True,
-    occupancy_tolerance: float = 0.01,
-) -> SourceResult:
+def load_cif_dir(settings: DataCifDirSettings | Mapping[str, Any]) -> SourceResult:
     """Load every ordered structure from a folder of CIF files.
 
     Args:
-        path: folder searched recursively for ``*.cif`` (any case).
-        experimental: mark the entries as experimentally reported (``is_experimental`` 1,
-            else 0); true for ICSD/COD exports.
-        occupancy_tolerance: a site counts as fully occupied when its occupancy is within
-            this of 1 (such sites are stored as fully occupied); anything further away is
-            rejected as partial occupancy.
+        settings: ``data.cif_dir`` (a mapping is read with
+            :meth:`DataCifDirSettings.from_config`): ``path``, the folder searched
+            recursively for ``*.cif`` (any case); ``experimental``, mark the entries as
+            experimentally reported (``is_experimental`` 1, else 0; true for ICSD/COD
+            exports); ``occupancy_tolerance``, a site counts as fully occupied when its
+            occupancy is within this of 1 (such sites are stored as fully occupied), anything
+            further away is rejected as partial occupancy.
 
     Returns:
         A :class:`~matdisco.data.base.SourceResult`: entries (``source`` "cif_dir", energies
@@ -352,14 +350,21 @@ def load_cif_dir(
         (folder, file/entry/rejection counts, counts by reason).
 
     Raises:
-        FileNotFoundError: ``path`` is not a folder. Bad files never raise.
+        FileNotFoundError: ``path`` is not set or not a folder. Bad files never raise.
+        ValueError: ``occupancy_tolerance`` outside [0, 0.5).
     """
-    folder = Path(path)
+    s = DataCifDirSettings.coerce(settings)
+    experimental, occupancy_tolerance = s.experimental, s.occupancy_tolerance
+    if s.path is None:
+        raise FileNotFoundError("data.cif_dir.path: not set (a folder of CIF files is needed)")
+    folder = Path(s.path)
     if not folder.is_dir():
         raise FileNotFoundError(f"data.cif_dir.path: {folder} is not a folder")
     tol = float(occupancy_tolerance)
     if not 0 <= tol < 0.5 or math.isnan(tol):
-        raise ValueError(f"occupancy_tolerance must be in [0, 0.5), got {occupancy_tolerance}")
+        raise ValueError(
+            f"data.cif_dir.occupancy_tolerance must be in [0, 0.5), got {occupancy_tolerance}"
+        )
 
     files = _find_cifs(folder)
     rows: list[dict[str, Any]] = []

@@ -26,6 +26,7 @@ import numpy as np
 
 from matdisco.relax.backends import Backend, BackendUnavailable
 from matdisco.relax.optimize import RelaxResult, RelaxSettings, check_sane, rattle
+from matdisco.settings import RelaxVASPSettings
 
 if TYPE_CHECKING:
     from ase.calculators.calculator import Calculator
@@ -195,9 +196,9 @@ class VASPBackend(Backend):
         from pymatgen.io.ase import AseAtomsAdaptor
 
         t0 = time.perf_counter()
-        o = self.options
-        command = o.get("command")
-        workdir = Path(o.get("workdir") or "vasp_runs") / rid
+        o = RelaxVASPSettings.coerce(self.options)
+        command = o.command
+        workdir = Path(o.workdir or "vasp_runs") / rid
         base = RelaxResult(
             id=rid, status="failed", backend=self.name, energy_scale=self.energy_scale
         )
@@ -213,12 +214,12 @@ class VASPBackend(Backend):
                 write_inputs(
                     start,
                     workdir,
-                    user_incar_settings=o.get("user_incar_settings"),
-                    write_potcar=bool(o.get("write_potcar", False)),
+                    user_incar_settings=o.user_incar_settings,
+                    write_potcar=o.write_potcar,
                     nsw=settings.steps,
                     ediffg=-abs(settings.fmax),
                 )
-                timeout = float(o.get("timeout_s") or settings.timeout_s)
+                timeout = float(o.timeout_s or settings.timeout_s)
                 with open(workdir / "matdisco_run.log", "w") as logf:
                     proc = subprocess.run(
                         shlex.split(command) if isinstance(command, str) else list(command),
