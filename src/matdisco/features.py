@@ -33,7 +33,7 @@ from __future__ import annotations
 import gzip
 import json
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -48,12 +48,12 @@ from matdisco.core.composition import (
     element_amounts,
     scale_cdf,
 )
+from matdisco.settings import FeaturesSettings
 
 __all__ = [
     "ElementTable",
     "ParsedFormulas",
     "FeatureSet",
-    "FEATURE_DEFAULTS",
     "parse_formulas",
     "composition_keys",
     "featurize",
@@ -100,20 +100,6 @@ MAGPIE_PROPERTIES: tuple[str, ...] = (
     "SpaceGroupNumber",
 )
 STATS: tuple[str, ...] = ("mean", "avg_dev", "minimum", "maximum", "range", "mode")
-
-#: defaults of the ``features:`` config section (see workflow/schemas/config.schema.yaml)
-FEATURE_DEFAULTS: dict[str, Any] = {
-    "magpie_table": "resources/bundled/magpie_elements.csv",
-    "elmd_table": "resources/bundled/elmd_element_properties.json.gz",
-    "elmd_scale": "mod_petti",
-    "stats": list(STATS),
-    "stoichiometry_norms": [0, 2, 3, 5, 7, 10],
-    "valence_orbitals": True,
-    "ionic": True,
-    "charge_balance": True,
-    "element_fractions": True,
-    "formula_unit": True,
-}
 
 
 # --------------------------------------------------------------------------------------
@@ -656,17 +642,22 @@ def write_rejects(path: str | Path, fs: FeatureSet) -> None:
         fs.rejects().to_csv(tmp, index=False)
 
 
-def feature_kwargs(settings: dict[str, Any]) -> dict[str, Any]:
-    """Keyword arguments of :func:`featurize` from a ``features:`` config section."""
-    s = {**FEATURE_DEFAULTS, **settings}
+def feature_kwargs(settings: FeaturesSettings | Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """Keyword arguments of :func:`featurize` from the ``features`` settings.
+
+    Args:
+        settings: :class:`~matdisco.settings.FeaturesSettings`, or a mapping read with its
+            ``from_config`` (e.g. the settings stored in a model file); None = the defaults.
+    """
+    s = FeaturesSettings.coerce(settings)
     return {
-        "stats": list(s["stats"]),
-        "stoichiometry_norms": [int(p) for p in s["stoichiometry_norms"]],
-        "valence_orbitals": bool(s["valence_orbitals"]),
-        "ionic": bool(s["ionic"]),
-        "charge_balance": bool(s["charge_balance"]),
-        "element_fractions": bool(s["element_fractions"]),
-        "formula_unit": bool(s["formula_unit"]),
+        "stats": list(s.stats),
+        "stoichiometry_norms": list(s.stoichiometry_norms),
+        "valence_orbitals": s.valence_orbitals,
+        "ionic": s.ionic,
+        "charge_balance": s.charge_balance,
+        "element_fractions": s.element_fractions,
+        "formula_unit": s.formula_unit,
     }
 
 
@@ -676,7 +667,7 @@ def featurize_store(
     extra_labels: str | Path | None,
     magpie_table: str | Path,
     elmd_table: str | Path | None,
-    settings: dict[str, Any],
+    settings: FeaturesSettings | Mapping[str, Any] | None,
     out_features: str | Path,
     out_rejects: str | Path,
 ) -> FeatureSet:
@@ -691,8 +682,11 @@ def featurize_store(
     from matdisco.store import read_entries, read_labels
 
     t0 = time.perf_counter()
-    s = {**FEATURE_DEFAULTS, **settings}
-    table = ElementTable.from_files(magpie_table, elmd_table, s["elmd_scale"]) if elmd_table else ElementTable.from_files(magpie_table)
+    s = FeaturesSettings.coerce(settings)
+    if elmd_table:
+        table = ElementTable.from_files(magpie_table, elmd_table, s.elmd_scale)
+    else:
+        table = ElementTable.from_files(magpie_table)
     formulas = list(read_labels(store)["formula"].astype(str)) + list(read_entries(store, ["formula"])["formula"].astype(str))
     if extra_labels:
         formulas += list(pd.read_csv(extra_labels, usecols=["formula"], keep_default_na=False, na_values=[""])["formula"].astype(str))
@@ -703,7 +697,7 @@ def featurize_store(
     write_features(
         out_features,
         fs,
-        {"settings": s, "element_table": table.to_dict(), "n_formulas": len(formulas), "rejected": int((~fs.valid).sum())},
+        {"settings": s.to_dict(), "element_table": table.to_dict(), "n_formulas": len(formulas), "rejected": int((~fs.valid).sum())},
     )
     write_rejects(out_rejects, fs)
     log.info(

@@ -210,6 +210,14 @@ class SettingsBase:
             raise SettingsError(problems)
         return cls(**values)
 
+    @classmethod
+    def coerce(cls: type[S], value: S | Mapping[str, Any] | None) -> S:
+        """``value`` itself if it is already a ``cls``, else :meth:`from_config` of it.
+
+        The one convenience for public functions that also accept a plain config mapping.
+        """
+        return value if isinstance(value, cls) else cls.from_config(value)
+
     def to_dict(self) -> dict[str, Any]:
         """Plain nested dict (lists, not tuples) for Snakemake params and provenance records."""
         names = [f.name for f in dataclasses.fields(self)]  # type: ignore[arg-type]
