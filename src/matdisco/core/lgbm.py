@@ -112,12 +112,13 @@ def fit_ensemble(
     """
     if len(rows) != len(seeds):
         raise ValueError(f"{len(rows)} row subsets but {len(seeds)} seeds")
-    members = []
-    for m, (idx, seed) in enumerate(zip(rows, seeds, strict=True)):
-        if len(idx) == 0:
-            raise ValueError(f"ensemble member {m} has no training rows")
-        members.append(fit_member(X[idx], y[idx], params, kind=kind, seed=seed, threads=threads))
-    return members
+    empty = [m for m, idx in enumerate(rows) if len(idx) == 0]
+    if empty:
+        raise ValueError(f"ensemble member {empty[0]} has no training rows")
+    return [
+        fit_member(X[idx], y[idx], params, kind=kind, seed=seed, threads=threads)
+        for idx, seed in zip(rows, seeds, strict=True)
+    ]
 
 
 def predict_members(members: Sequence[Any], X: np.ndarray) -> np.ndarray:
