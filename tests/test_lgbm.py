@@ -8,7 +8,13 @@ import pytest
 from matdisco.core import lgbm
 from matdisco.settings import ClassifierLightGBMSettings, ScreenBandgapLightGBMSettings
 
-PARAMS = {"n_estimators": 30, "num_leaves": 7, "learning_rate": 0.1, "subsample": 0.7, "min_child_samples": 5}
+PARAMS = {
+    "n_estimators": 30,
+    "num_leaves": 7,
+    "learning_rate": 0.1,
+    "subsample": 0.7,
+    "min_child_samples": 5,
+}
 
 
 @pytest.fixture(scope="module")
@@ -58,7 +64,9 @@ def test_ensemble_spread_is_positive_on_noisy_data(noisy):
 def test_logit_mean():
     p = np.array([[0.9, 0.5], [0.5, 0.5]])
     mean, std = lgbm.ensemble_mean_std(p, space="logit")
-    assert mean[0] == pytest.approx(1 / (1 + np.exp(-0.5 * np.log(9))))  # sigmoid(mean logit) = 0.75
+    assert mean[0] == pytest.approx(
+        1 / (1 + np.exp(-0.5 * np.log(9)))
+    )  # sigmoid(mean logit) = 0.75
     assert mean[1] == pytest.approx(0.5) and std[0] == pytest.approx(0.2) and std[1] == 0
     assert lgbm.ensemble_mean_std(np.zeros((3, 0)))[0].shape == (0,)
     with pytest.raises(ValueError, match="averaging space"):
@@ -85,4 +93,7 @@ def test_typed_settings_accepted():
     assert est.get_params()["n_estimators"] == 500 and est.get_params()["reg_lambda"] == 1.0
     assert isinstance(est.get_params()["n_estimators"], int)
     reg = lgbm.lgbm_estimator("regressor", ScreenBandgapLightGBMSettings(), seed=0, threads=1)
-    assert reg.get_params()["colsample_bytree"] == 0.5 and reg.get_params()["objective"] == "regression"
+    assert (
+        reg.get_params()["colsample_bytree"] == 0.5
+        and reg.get_params()["objective"] == "regression"
+    )

@@ -34,11 +34,17 @@ def expected_calibration_error(y: np.ndarray, p: np.ndarray, n_bins: int = 10) -
 def reliability_curve(y: np.ndarray, p: np.ndarray, n_bins: int = 10) -> pd.DataFrame:
     """Per-bin mean predicted probability, observed frequency and count."""
     bins = np.clip((np.asarray(p) * n_bins).astype(int), 0, n_bins - 1)
-    df = pd.DataFrame({"bin": bins, "y": y, "p": p}).groupby("bin").agg(p=("p", "mean"), y=("y", "mean"), n=("y", "size"))
+    df = (
+        pd.DataFrame({"bin": bins, "y": y, "p": p})
+        .groupby("bin")
+        .agg(p=("p", "mean"), y=("y", "mean"), n=("y", "size"))
+    )
     return df.reset_index()
 
 
-def binary_metrics(y: np.ndarray, p: np.ndarray, decision_threshold: float, n_bins: int = 10) -> dict[str, float]:
+def binary_metrics(
+    y: np.ndarray, p: np.ndarray, decision_threshold: float, n_bins: int = 10
+) -> dict[str, float]:
     """ROC-AUC, PR-AUC (average precision), F1 at the threshold, Brier score and ECE."""
     from sklearn.metrics import average_precision_score, brier_score_loss, f1_score, roc_auc_score
 
@@ -74,7 +80,11 @@ def fit_calibrator(p: np.ndarray, y: np.ndarray, method: str) -> dict[str, Any]:
         from sklearn.isotonic import IsotonicRegression
 
         iso = IsotonicRegression(y_min=0.0, y_max=1.0, out_of_bounds="clip").fit(p, y)
-        return {"method": "isotonic", "x": iso.X_thresholds_.tolist(), "y": iso.y_thresholds_.tolist()}
+        return {
+            "method": "isotonic",
+            "x": iso.X_thresholds_.tolist(),
+            "y": iso.y_thresholds_.tolist(),
+        }
     if method == "platt":
         from sklearn.linear_model import LogisticRegression
 

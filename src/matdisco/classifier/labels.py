@@ -48,7 +48,9 @@ def _read_extra_labels(path: str | Path) -> pd.DataFrame:
         source = Path(path).name
     else:
         raise ValueError(f"{path}: needs a decomposition_enthalpy or e_above_hull column")
-    return pd.DataFrame({"formula": df["formula"].astype(str), "e_above_hull": energy, "label_source": source})
+    return pd.DataFrame(
+        {"formula": df["formula"].astype(str), "e_above_hull": energy, "label_source": source}
+    )
 
 
 def load_labels(
@@ -80,7 +82,9 @@ def load_labels(
             {
                 "formula": store_labels["formula"].astype(str),
                 "e_above_hull": store_labels["e_above_hull"].astype(float),
-                "label_source": store_labels["source"].astype(str) if "source" in store_labels else PRIMARY,
+                "label_source": store_labels["source"].astype(str)
+                if "source" in store_labels
+                else PRIMARY,
                 "primary": True,
             }
         )
@@ -109,17 +113,27 @@ def load_labels(
     valid = features.valid[idx]
     reasons = np.asarray(features.reasons, dtype=object)[idx]
     rejected = pd.DataFrame(
-        {"formula": lab["formula"].to_numpy()[~valid], "reason": reasons[~valid], "label_source": lab["label_source"].to_numpy()[~valid]}
+        {
+            "formula": lab["formula"].to_numpy()[~valid],
+            "reason": reasons[~valid],
+            "label_source": lab["label_source"].to_numpy()[~valid],
+        }
     )
     if len(rejected):
-        log.warning("%d label formulas rejected by the featuriser, e.g. %s", len(rejected), rejected.head(3).to_dict("records"))
+        log.warning(
+            "%d label formulas rejected by the featuriser, e.g. %s",
+            len(rejected),
+            rejected.head(3).to_dict("records"),
+        )
     lab = lab.assign(
         key=np.asarray(features.keys, dtype=object)[idx],
         chemsys=np.asarray(features.elements, dtype=object)[idx],
         _row=idx,
     )[valid]
     # dedupe by composition: store labels first, then the lowest energy
-    lab = lab.sort_values(["key", "primary", "e_above_hull"], ascending=[True, False, True], kind="mergesort")
+    lab = lab.sort_values(
+        ["key", "primary", "e_above_hull"], ascending=[True, False, True], kind="mergesort"
+    )
     lab = lab.drop_duplicates("key", keep="first").reset_index(drop=True)
     lab["y"] = (lab["e_above_hull"].to_numpy() <= threshold).astype(np.int64)
     X = features.X[lab["_row"].to_numpy()]

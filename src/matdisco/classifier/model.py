@@ -43,7 +43,9 @@ class StabilityModel:
 
     def __init__(self, model: dict[str, Any], ref: Compositions | None = None) -> None:
         if model.get("format") != MODEL_FORMAT:
-            raise ValueError(f"not a matdisco stability model (format {model.get('format')!r}, want {MODEL_FORMAT})")
+            raise ValueError(
+                f"not a matdisco stability model (format {model.get('format')!r}, want {MODEL_FORMAT})"
+            )
         import lightgbm as lgb
 
         self.model = model
@@ -67,7 +69,9 @@ class StabilityModel:
             self._ref = Compositions.from_formulas(self.model["neighbours"]["formulas"], self.table)
         return self._ref
 
-    def predict_features(self, X: np.ndarray, comps: Compositions | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def predict_features(
+        self, X: np.ndarray, comps: Compositions | None = None
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Ensemble probability, ensemble std and raw member probabilities per row.
 
         ``p_stable`` is the logit-space mean of the members' calibrated probabilities,
@@ -95,7 +99,9 @@ class StabilityModel:
             Xw[:, : X.shape[1]] = X
             for m, b in enumerate(self.boosters):
                 rows = np.flatnonzero(member != m)
-                Xw[:, X.shape[1] :] = neighbour_features(comps, ref.take(rows), ref_y[rows], ref_e[rows])
+                Xw[:, X.shape[1] :] = neighbour_features(
+                    comps, ref.take(rows), ref_y[rows], ref_e[rows]
+                )
                 raw[m] = b.predict(Xw) if len(X) else []
         cal = np.vstack([apply_calibrator(self.model["calibration"], r) for r in raw])
         # average in logit space: keeps the sharpness of the single members the calibrator
@@ -109,7 +115,9 @@ class StabilityModel:
         text = [f if isinstance(f, str) else "" for f in formulas]
         fs = featurize(text, self.table, **self.feature_kwargs)
         if fs.feature_names != self.model["base_feature_names"]:
-            raise ValueError("feature names differ from the model's; was it trained with other feature settings?")
+            raise ValueError(
+                "feature names differ from the model's; was it trained with other feature settings?"
+            )
         valid = fs.valid.copy()
         for i, f in enumerate(formulas):
             if not isinstance(f, str):
@@ -119,7 +127,11 @@ class StabilityModel:
         sd = np.full(len(formulas), np.nan)
         rows = np.flatnonzero(valid)
         if len(rows):
-            comps = Compositions.from_formulas([text[i] for i in rows], self.table) if self.uses_neighbours else None
+            comps = (
+                Compositions.from_formulas([text[i] for i in rows], self.table)
+                if self.uses_neighbours
+                else None
+            )
             p[rows], sd[rows], _ = self.predict_features(fs.X[rows], comps)
         counts = self.model["element_counts"]
         nmin = self.model["min_element_count"]
@@ -182,7 +194,9 @@ def predict_stability(model_path: str | Path, formulas: Sequence[str]) -> pd.Dat
     return load_model(model_path).predict(formulas)
 
 
-def predict_target_formulas(*, store: str | Path, model: str | Path, elements: Sequence[str], out_csv: str | Path) -> pd.DataFrame:
+def predict_target_formulas(
+    *, store: str | Path, model: str | Path, elements: Sequence[str], out_csv: str | Path
+) -> pd.DataFrame:
     """Predict every known formula of the target chemical system (and its subsystems).
 
     Known formulas are the store's entries and labels whose elements all lie in
@@ -193,7 +207,9 @@ def predict_target_formulas(*, store: str | Path, model: str | Path, elements: S
     allowed = set(elements)
     lab = read_labels(store)
     ent = read_entries(store, ["formula"])
-    formulas = list(dict.fromkeys(list(lab["formula"].astype(str)) + list(ent["formula"].astype(str))))
+    formulas = list(
+        dict.fromkeys(list(lab["formula"].astype(str)) + list(ent["formula"].astype(str)))
+    )
     sm = load_model(model)
     from matdisco.features import parse_formulas
 
@@ -206,10 +222,18 @@ def predict_target_formulas(*, store: str | Path, model: str | Path, elements: S
     pred = sm.predict(keep)
     ehull = lab.drop_duplicates("formula").set_index("formula")["e_above_hull"]
     pred["label_e_above_hull"] = pred["formula"].map(ehull)
-    pred["label_stable"] = (pred["label_e_above_hull"] <= sm.model["label_threshold"]).where(pred["label_e_above_hull"].notna())
+    pred["label_stable"] = (pred["label_e_above_hull"] <= sm.model["label_threshold"]).where(
+        pred["label_e_above_hull"].notna()
+    )
     pred["predicted_stable"] = pred["p_stable"] >= sm.decision_threshold
-    pred = pred.sort_values(["p_stable", "formula"], ascending=[False, True], kind="mergesort").reset_index(drop=True)
+    pred = pred.sort_values(
+        ["p_stable", "formula"], ascending=[False, True], kind="mergesort"
+    ).reset_index(drop=True)
     with atomic_write(out_csv) as tmp:
         pred.to_csv(tmp, index=False, float_format="%.6g")
-    log.info("%d target-system formulas predicted (%d predicted stable)", len(pred), int(pred["predicted_stable"].sum()))
+    log.info(
+        "%d target-system formulas predicted (%d predicted stable)",
+        len(pred),
+        int(pred["predicted_stable"].sum()),
+    )
     return pred

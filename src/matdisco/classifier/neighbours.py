@@ -39,7 +39,9 @@ class Compositions:
         from matdisco.features import keys_and_systems, parse_formulas, pettifor_cdf
 
         if "elmd_mod_petti" not in table.properties:
-            raise ValueError("neighbour features need the ElMD mod_petti scale (set features.elmd_table)")
+            raise ValueError(
+                "neighbour features need the ElMD mod_petti scale (set features.elmd_table)"
+            )
         parsed = parse_formulas(formulas, table)
         keys, systems = keys_and_systems(parsed, table)
         cdf, gaps = pettifor_cdf(parsed, table)
@@ -51,7 +53,11 @@ class Compositions:
 
 
 def neighbour_features(
-    query: Compositions, ref: Compositions, ref_y: np.ndarray, ref_ehull: np.ndarray, chunk: int = 50_000
+    query: Compositions,
+    ref: Compositions,
+    ref_y: np.ndarray,
+    ref_ehull: np.ndarray,
+    chunk: int = 50_000,
 ) -> np.ndarray:
     """Features of each query formula from the labelled reference formulas around it.
 
@@ -119,7 +125,9 @@ def neighbour_features(
         if v is None:
             els = cs.split("-")
             v = sum(
-                stable_sys.get("-".join(sub), 0) for k in range(2, len(els)) for sub in combinations(els, k)
+                stable_sys.get("-".join(sub), 0)
+                for k in range(2, len(els))
+                for sub in combinations(els, k)
             )
             memo[cs] = v
         out[i, 5] = v

@@ -87,7 +87,9 @@ def train_stability_classifier(
     prim_idx = np.flatnonzero(primary)
     extra_idx = np.flatnonzero(~primary)
     if len(prim_idx) < 2 * k or len(np.unique(y[prim_idx])) < 2:
-        raise ValueError(f"too few labelled formulas ({len(prim_idx)}) or a single class for {k}-fold CV")
+        raise ValueError(
+            f"too few labelled formulas ({len(prim_idx)}) or a single class for {k}-fold CV"
+        )
     # held-out test split of the store labels
     if s.test_fraction > 0:
         dev_idx, test_idx = train_test_split(
@@ -98,7 +100,11 @@ def train_stability_classifier(
         dev_idx, test_idx = prim_idx, np.zeros(0, dtype=np.int64)
     log.info(
         "labels: %d store (%d dev, %d test) + %d extra training-only; stable fraction %.3f",
-        len(prim_idx), len(dev_idx), len(test_idx), len(extra_idx), y[prim_idx].mean(),
+        len(prim_idx),
+        len(dev_idx),
+        len(test_idx),
+        len(extra_idx),
+        y[prim_idx].mean(),
     )
 
     # (a) stratified k-fold on the development set -> OOF predictions + ensemble members
@@ -114,7 +120,9 @@ def train_stability_classifier(
     def design(ref_rows: np.ndarray) -> np.ndarray:
         """The feature matrix with neighbour features from ``ref_rows`` (the training rows)."""
         if nb_on:
-            Xw[:, n_base:] = neighbour_features(comps, comps.take(ref_rows), y[ref_rows], ehull[ref_rows])
+            Xw[:, n_base:] = neighbour_features(
+                comps, comps.take(ref_rows), y[ref_rows], ehull[ref_rows]
+            )
         return Xw
 
     strat = stratified_folds(y[dev_idx], k, seed)
@@ -126,7 +134,13 @@ def train_stability_classifier(
         b = lgbm.fit_member(Xf[tr], y[tr], s.lightgbm, seed=seed + f, threads=threads).booster_
         oof[strat == f] = b.predict(Xf[dev_idx[strat == f]])
         boosters.append(b)
-        log.info("stratified fold %d/%d: %d train rows, %.1f s", f + 1, k, len(tr), time.perf_counter() - t0)
+        log.info(
+            "stratified fold %d/%d: %d train rows, %.1f s",
+            f + 1,
+            k,
+            len(tr),
+            time.perf_counter() - t0,
+        )
     timings["stratified_cv_s"] = time.perf_counter() - t0
     y_dev = y[dev_idx]
     cal = fit_calibrator(oof, y_dev, s.calibration)
@@ -146,9 +160,17 @@ def train_stability_classifier(
         keep_extra = extra_idx[~np.isin(extra_chem, list(test_systems))]
         tr = np.concatenate([dev_idx[grouped != f], keep_extra])
         Xf = design(tr)
-        b = lgbm.fit_member(Xf[tr], y[tr], s.lightgbm, seed=seed + 100 + f, threads=threads).booster_
+        b = lgbm.fit_member(
+            Xf[tr], y[tr], s.lightgbm, seed=seed + 100 + f, threads=threads
+        ).booster_
         goof[grouped == f] = b.predict(Xf[dev_idx[grouped == f]])
-        log.info("chemsys-grouped fold %d/%d: %d train rows, %.1f s", f + 1, k, len(tr), time.perf_counter() - t0)
+        log.info(
+            "chemsys-grouped fold %d/%d: %d train rows, %.1f s",
+            f + 1,
+            k,
+            len(tr),
+            time.perf_counter() - t0,
+        )
     timings["chemsys_grouped_cv_s"] = time.perf_counter() - t0
     goof_cal_cf = _crossfit_calibrate(goof, y_dev, grouped, s.calibration)
 
@@ -196,7 +218,9 @@ def train_stability_classifier(
     p_test = np.full(len(test_idx), np.nan)
     s_test = np.full(len(test_idx), np.nan)
     if len(test_idx):
-        p_test, s_test, raw_test = sm.predict_features(X[test_idx], comps.take(test_idx) if nb_on else None)
+        p_test, s_test, raw_test = sm.predict_features(
+            X[test_idx], comps.take(test_idx) if nb_on else None
+        )
         metrics_test = {
             "calibrated_ensemble": binary_metrics(y[test_idx], p_test, thr, bins),
             "raw_ensemble_mean": binary_metrics(y[test_idx], raw_test.mean(axis=0), thr, bins),
@@ -207,14 +231,18 @@ def train_stability_classifier(
         "n_folds": k,
         "raw": binary_metrics(y_dev, oof, thr, bins),
         "calibrated_crossfit": binary_metrics(y_dev, oof_cal_cf, thr, bins),
-        "per_fold_roc_auc": [round(float(_auc(y_dev[strat == f], oof[strat == f])), 6) for f in range(k)],
+        "per_fold_roc_auc": [
+            round(float(_auc(y_dev[strat == f], oof[strat == f])), 6) for f in range(k)
+        ],
     }
     grouped_metrics = {
         "n_folds": k,
         "n_chemical_systems": int(len(set(chem[dev_idx]))),
         "raw": binary_metrics(y_dev, goof, thr, bins),
         "calibrated_crossfit": binary_metrics(y_dev, goof_cal_cf, thr, bins),
-        "per_fold_roc_auc": [round(float(_auc(y_dev[grouped == f], goof[grouped == f])), 6) for f in range(k)],
+        "per_fold_roc_auc": [
+            round(float(_auc(y_dev[grouped == f], goof[grouped == f])), 6) for f in range(k)
+        ],
     }
     metrics = {
         "matdisco_version": model["matdisco_version"],
@@ -232,7 +260,9 @@ def train_stability_classifier(
             "rejected_formulas": int(len(labels.rejected)),
             "development": int(len(dev_idx)),
             "held_out_test": int(len(test_idx)),
-            "sources": {str(a): int(b) for a, b in tab["label_source"].value_counts().sort_index().items()},
+            "sources": {
+                str(a): int(b) for a, b in tab["label_source"].value_counts().sort_index().items()
+            },
         },
         "n_features": int(X.shape[1]),
         "ensemble_size": len(boosters),
@@ -263,7 +293,9 @@ def train_stability_classifier(
 
     gain = np.mean([b.feature_importance("gain") for b in boosters], axis=0)
     split = np.mean([b.feature_importance("split") for b in boosters], axis=0)
-    imp = pd.DataFrame({"feature": feature_names, "gain": gain, "gain_fraction": gain / gain.sum(), "split": split})
+    imp = pd.DataFrame(
+        {"feature": feature_names, "gain": gain, "gain_fraction": gain / gain.sum(), "split": split}
+    )
     imp = imp.sort_values("gain", ascending=False, kind="mergesort").reset_index(drop=True)
 
     curves = {
@@ -275,8 +307,11 @@ def train_stability_classifier(
     timings["total_s"] = time.perf_counter() - t_all
     log.info(
         "stratified AUC %.4f, chemsys-grouped AUC %.4f, OOF ECE raw %.4f / calibrated %.4f, test AUC %s (%.1f s)",
-        strat_metrics["raw"]["roc_auc"], grouped_metrics["raw"]["roc_auc"], strat_metrics["raw"]["ece"],
-        strat_metrics["calibrated_crossfit"]["ece"], metrics_test.get("calibrated_ensemble", {}).get("roc_auc"),
+        strat_metrics["raw"]["roc_auc"],
+        grouped_metrics["raw"]["roc_auc"],
+        strat_metrics["raw"]["ece"],
+        strat_metrics["calibrated_crossfit"]["ece"],
+        metrics_test.get("calibrated_ensemble", {}).get("roc_auc"),
         timings["total_s"],
     )
     return TrainResult(model, metrics, pred, imp, curves, timings)
@@ -348,21 +383,41 @@ def train_from_files(
     meta = read_feature_meta(features)
     table = ElementTable.from_dict(meta["element_table"])
     labels = load_labels(
-        read_labels(store), fs, threshold=s.label_threshold, extra_labels=extra_labels,
-        max_labels=s.max_labels, seed=s.seed,
+        read_labels(store),
+        fs,
+        threshold=s.label_threshold,
+        extra_labels=extra_labels,
+        max_labels=s.max_labels,
+        seed=s.seed,
     )
     t_load = time.perf_counter() - t0
     res = train_stability_classifier(
-        labels, s, feature_settings=FeaturesSettings.coerce(meta.get("settings", feature_settings)), element_table=table,
-        threads=threads, config_hash=config_hash,
+        labels,
+        s,
+        feature_settings=FeaturesSettings.coerce(meta.get("settings", feature_settings)),
+        element_table=table,
+        threads=threads,
+        config_hash=config_hash,
     )
     save_model(outputs["model"], res.model)
     write_json(outputs["metrics"], res.metrics)
-    for key, df in (("importances", res.importances), ("predictions", res.predictions), ("rejects", labels.rejected)):
+    for key, df in (
+        ("importances", res.importances),
+        ("predictions", res.predictions),
+        ("rejects", labels.rejected),
+    ):
         with atomic_write(outputs[key]) as tmp:
             df.to_csv(tmp, index=False, float_format="%.6g")
     plot_curves(res.curves, outputs["roc"], outputs["pr"], outputs["reliability"])
-    timings = {"load_labels_s": t_load, **res.timings, "stage_s": time.perf_counter() - t0, "threads": threads}
-    write_json(outputs["timings"], {k: round(v, 3) if isinstance(v, float) else v for k, v in timings.items()})
+    timings = {
+        "load_labels_s": t_load,
+        **res.timings,
+        "stage_s": time.perf_counter() - t0,
+        "threads": threads,
+    }
+    write_json(
+        outputs["timings"],
+        {k: round(v, 3) if isinstance(v, float) else v for k, v in timings.items()},
+    )
     log.info("classifier stage done in %.1f s", timings["stage_s"])
     return res

@@ -131,7 +131,9 @@ def predict_members(members: Sequence[Any], X: np.ndarray) -> np.ndarray:
     if len(X) == 0:
         return out
     for m, model in enumerate(members):
-        out[m] = model.predict_proba(X)[:, 1] if hasattr(model, "predict_proba") else model.predict(X)
+        out[m] = (
+            model.predict_proba(X)[:, 1] if hasattr(model, "predict_proba") else model.predict(X)
+        )
     return out
 
 

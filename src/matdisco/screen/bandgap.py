@@ -38,16 +38,19 @@ import logging
 import math
 import pickle
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 
 from matdisco.core import lgbm
-from matdisco.settings import FeaturesSettings, ScreenBandgapHSEMappingSettings, ScreenBandgapSettings
+from matdisco.settings import (
+    FeaturesSettings,
+    ScreenBandgapHSEMappingSettings,
+    ScreenBandgapSettings,
+)
 from matdisco.store import atomic_write
 
 if TYPE_CHECKING:

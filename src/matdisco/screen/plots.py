@@ -29,8 +29,14 @@ def plot_bandgap_parity(path: str | Path, held: pd.DataFrame, metrics: dict[str,
     fig, ax = plt.subplots(figsize=(5.2, 5))
     if len(held):
         ax.errorbar(
-            held["gap_pbe"], held["gap_pbe_ml"], yerr=held["gap_pbe_ml_std"], fmt="o", ms=2.5,
-            alpha=0.35, elinewidth=0.5, color="tab:blue",
+            held["gap_pbe"],
+            held["gap_pbe_ml"],
+            yerr=held["gap_pbe_ml_std"],
+            fmt="o",
+            ms=2.5,
+            alpha=0.35,
+            elinewidth=0.5,
+            color="tab:blue",
         )
         top = float(max(held["gap_pbe"].max(), held["gap_pbe_ml"].max(), 1.0)) * 1.05
         ax.plot([0, top], [0, top], "k--", lw=1)
