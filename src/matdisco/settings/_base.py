@@ -211,12 +211,12 @@ class SettingsBase:
         return cls(**values)
 
     @classmethod
-    def coerce(cls: type[S], value: S | Mapping[str, Any] | None) -> S:
-        """``value`` itself if it is already a ``cls``, else :meth:`from_config` of it.
+    def coerce(cls: type[S], settings: S | Mapping[str, Any] | None) -> S:
+        """``settings`` itself if it is already this class, else :meth:`from_config` of it.
 
-        The one convenience for public functions that also accept a plain config mapping.
+        The one convenience for library functions that accept ``XSettings | Mapping | None``.
         """
-        return value if isinstance(value, cls) else cls.from_config(value)
+        return settings if isinstance(settings, cls) else cls.from_config(settings)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain nested dict (lists, not tuples) for Snakemake params and provenance records."""
