@@ -10,6 +10,9 @@ metrics JSON reports how often the held-out error falls inside ±1σ and ±2σ).
 Magpie-style composition features (:mod:`matdisco.features`) plus cheap structure features
 of the (relaxed) cell: volume per atom, density, packing fraction of covalent spheres, volume
 per atom relative to the elements' ground-state volumes, and two lattice-length ratios.
+The LightGBM members are fit and averaged by :mod:`matdisco.core.lgbm` (shared with the
+stability classifier); settings are :class:`matdisco.settings.ScreenBandgapSettings`, the
+parity plot lives in :mod:`matdisco.screen.plots`.
 
 The held-out test split is **grouped by reduced formula** (no formula in both training and
 test; candidates are new compositions, so this is the honest number). The MAE of a random
