@@ -56,8 +56,10 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     warnings.simplefilter("ignore")
 
-    from matdisco.classifier import _fit_lgbm, load_labels, train_stability_classifier
+    from matdisco.classifier.labels import load_labels
+    from matdisco.classifier.train import train_stability_classifier
     from matdisco.config import load_config
+    from matdisco.core.lgbm import fit_member
     from matdisco.features import ElementTable, feature_kwargs, featurize
     from matdisco.provenance import environment, package_versions
 
@@ -99,7 +101,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     X, y = labels.X, labels.table["y"].to_numpy()
     t = _clock()
-    _fit_lgbm(X, y, cset["lightgbm"], cset["seed"], args.threads)
+    fit_member(X, y, cset["lightgbm"], seed=cset["seed"], threads=args.threads)
     fit = {"rows": int(len(y)), **_since(t), "threads": args.threads, "goal_wall_s": 60}
     print(json.dumps({"single_model_fit_full_label_set": fit}, indent=2), flush=True)
 

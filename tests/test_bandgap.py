@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from matdisco.screen import bandgap as B
+from matdisco.settings import ScreenBandgapSettings
 
 
 @pytest.fixture(scope="module")
@@ -47,20 +48,26 @@ def test_hse_mapping():
     assert out[0] == 0.0 and np.isnan(out[2])
     assert out[1] == pytest.approx(2.261)
     assert out[3] == pytest.approx(3.609)
-    assert B.BANDGAP_DEFAULTS["hse_mapping"]["source"].startswith("Setyawan")
+    assert B.SETYAWAN_2011["source"].startswith("Setyawan")
+    typed = ScreenBandgapSettings().hse_mapping
+    assert typed.source.startswith("Setyawan")
+    assert B.hse_estimate(np.array([1.0]), typed)[0] == pytest.approx(2.261)
 
 
 def test_surrogate_learns_and_reports(oxides, table, mgo):
     df, arrays = oxides
-    settings = {
-        "n_members": 2,
-        "evaluate_random_split": True,
-        "lightgbm": {"n_estimators": 60, "num_leaves": 15, "learning_rate": 0.1},
-        "test_fraction": 0.2,
-    }
-    model, metrics, held = B.train_gap_surrogate(
-        df["formula"].tolist(), df["band_gap"].to_numpy(), arrays, table, settings=settings, feature_settings={}
+    settings = ScreenBandgapSettings.from_config(
+        {
+            "n_members": 2,
+            "evaluate_random_split": True,
+            "lightgbm": {"n_estimators": 60, "num_leaves": 15, "learning_rate": 0.1},
+            "test_fraction": 0.2,
+        }
     )
+    model, metrics, held = B.train_gap_surrogate(
+        df["formula"].tolist(), df["band_gap"].to_numpy(), arrays, table, settings=settings
+    )
+    assert model.settings == settings.to_dict() and len(model.members) == 2
     assert metrics["n_test"] == len(held) > 50
     assert "grouped" in metrics["test_split"]
     assert set(held["formula"]) & set(np.asarray(df["formula"])[~df["formula"].isin(held["formula"])]) == set()
@@ -96,3 +103,14 @@ def test_gpaw_pbe_gap_si():
     si = Structure.from_spacegroup("Fd-3m", Lattice.cubic(5.43), ["Si"], [[0, 0, 0]]).get_primitive_structure()
     gap = B.gpaw_pbe_gap(si, {"ecut": 200, "kpts": [2, 2, 2]})
     assert 0.2 < gap < 1.2  # PBE Si (indirect) ~0.6 eV; coarse settings
+
+
+def test_parity_plot_written(tmp_path):
+    import pandas as pd
+
+    from matdisco.screen.plots import plot_bandgap_parity
+
+    held = pd.DataFrame({"gap_pbe": [0.0, 1.0, 3.0], "gap_pbe_ml": [0.1, 1.2, 2.7], "gap_pbe_ml_std": [0.1, 0.2, 0.3]})
+    out = tmp_path / "parity.png"
+    plot_bandgap_parity(out, held, {"test_grouped": {"mae": 0.2, "n": 3}})
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

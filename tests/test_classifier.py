@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import pickle
 
 import numpy as np
@@ -24,16 +25,20 @@ from matdisco.classifier import (
     save_model,
     train_stability_classifier,
 )
-from matdisco.features import FEATURE_DEFAULTS, ElementTable, featurize
+from matdisco.features import ElementTable, featurize
+from matdisco.settings import ClassifierSettings, FeaturesSettings, SettingsError
 
-SETTINGS = {
-    "n_folds": 3,
-    "test_fraction": 0.2,
-    "seed": 7,
-    "min_element_count": 5,
-    "neighbour_features": True,  # the optional path; the default (off) is trained in test_same_seed...
-    "lightgbm": {"n_estimators": 60, "num_leaves": 15, "learning_rate": 0.1, "max_bin": 63},
-}
+SETTINGS = ClassifierSettings.from_config(
+    {
+        "n_folds": 3,
+        "test_fraction": 0.2,
+        "seed": 7,
+        "min_element_count": 5,
+        "neighbour_features": True,  # the optional path; the default (off) is in test_same_seed...
+        "lightgbm": {"n_estimators": 60, "num_leaves": 15, "learning_rate": 0.1, "max_bin": 63},
+    }
+)
+FEATURES = FeaturesSettings()
 
 
 @pytest.fixture(scope="module")
@@ -54,7 +59,7 @@ def store_labels(root) -> pd.DataFrame:
 def trained(table, store_labels, tmp_path_factory):
     fs = featurize(store_labels["formula"].tolist(), table)
     labels = load_labels(store_labels, fs, threshold=0.01)
-    res = train_stability_classifier(labels, SETTINGS, feature_settings=FEATURE_DEFAULTS, element_table=table, threads=1)
+    res = train_stability_classifier(labels, SETTINGS, feature_settings=FEATURES, element_table=table, threads=1)
     path = tmp_path_factory.mktemp("clf") / "model.pkl"
     save_model(path, res.model)
     return labels, res, path
@@ -79,10 +84,15 @@ def test_metrics_are_real_and_complete(trained):
 
 def test_same_seed_same_metrics(trained, table):
     labels, res, _ = trained
-    again = train_stability_classifier(labels, SETTINGS, feature_settings=FEATURE_DEFAULTS, element_table=table, threads=1)
+    # the same settings as a plain config mapping (the Snakemake params form) give the same model
+    again = train_stability_classifier(
+        labels, SETTINGS.to_dict(), feature_settings=FEATURES.to_dict(), element_table=table, threads=1
+    )
     assert again.metrics == res.metrics
+    assert again.model["settings"] == SETTINGS.to_dict()
+    assert isinstance(again.metrics["lightgbm"]["n_estimators"], int)
     other = train_stability_classifier(
-        labels, {**SETTINGS, "seed": 8, "neighbour_features": False}, feature_settings=FEATURE_DEFAULTS,
+        labels, dataclasses.replace(SETTINGS, seed=8, neighbour_features=False), feature_settings=FEATURES,
         element_table=table, threads=1,
     )
     assert other.metrics["stratified_cv"] != res.metrics["stratified_cv"]
@@ -196,3 +206,11 @@ def test_neighbour_features_by_hand(table):
     # Li2FeO3: LiFeO2 is its one neighbour; Fe2O3 and FeO are stable compounds of the Fe-O subsystem
     assert nb.loc[1, "nb_n_same_chemsys"] == 1 and nb.loc[1, "nb_n_stable_subsystems"] == 2
     assert nb.loc[2, "nb_n_same_chemsys"] == 0 and np.isnan(nb.loc[2, "nb_elmd_nearest"])
+
+
+def test_unknown_settings_key_is_named(trained, table):
+    labels, _, _ = trained
+    with pytest.raises(SettingsError, match="classifier.lightgbm.n_trees"):
+        train_stability_classifier(
+            labels, {"lightgbm": {"n_trees": 5}}, feature_settings=FEATURES, element_table=table
+        )

@@ -48,7 +48,7 @@ CONFIG_CASES = [
 CODE_CASES = [
     ("matdisco.data.dedupe", "matdisco/data/dedupe.py", "build_store"),
     ("matdisco.generate.gan", "matdisco/generate/gan.py", "train_gan"),
-    ("matdisco.classifier", "matdisco/classifier.py", "train_ehull_classifier"),
+    ("matdisco.classifier", "matdisco/classifier/train.py", "train_ehull_classifier"),
     ("matdisco.generate.targets", "matdisco/generate/targets.py", "generate_gan"),
 ]
 

@@ -2,6 +2,7 @@
 
 from matdisco.logutil import log_to
 from matdisco.screen.bandgap import screen_bandgap
+from matdisco.settings import FeaturesSettings, ScreenBandgapSettings
 
 with log_to(snakemake.log[0]):
     screen_bandgap(
@@ -9,8 +10,8 @@ with log_to(snakemake.log[0]):
         candidates=snakemake.input.candidates,
         magpie_table=snakemake.input.magpie,
         elmd_table=snakemake.input.get("elmd"),
-        feature_settings=snakemake.params.features,
-        settings=snakemake.params.settings,
+        feature_settings=FeaturesSettings.from_config(snakemake.params.features),
+        settings=ScreenBandgapSettings.from_config(snakemake.params.settings),
         method=snakemake.params.method,
         max_e_above_hull=snakemake.params.max_e_above_hull,
         out_csv=snakemake.output.table,

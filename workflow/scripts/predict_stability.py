@@ -1,6 +1,6 @@
 """Snakemake shim: stability predictions for the target chemical system's known formulas."""
 
-from matdisco.classifier import predict_target_formulas
+from matdisco.classifier.model import predict_target_formulas
 from matdisco.logutil import log_to
 
 with log_to(snakemake.log[0]):

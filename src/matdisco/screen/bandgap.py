@@ -10,6 +10,9 @@ metrics JSON reports how often the held-out error falls inside ±1σ and ±2σ).
 Magpie-style composition features (:mod:`matdisco.features`) plus cheap structure features
 of the (relaxed) cell: volume per atom, density, packing fraction of covalent spheres, volume
 per atom relative to the elements' ground-state volumes, and two lattice-length ratios.
+The LightGBM members are fit and averaged by :mod:`matdisco.core.lgbm` (shared with the
+stability classifier); settings are :class:`matdisco.settings.ScreenBandgapSettings`, the
+parity plot lives in :mod:`matdisco.screen.plots`.
 
 The held-out test split is **grouped by reduced formula** (no formula in both training and
 test; candidates are new compositions, so this is the honest number). The MAE of a random
@@ -38,13 +41,19 @@ import logging
 import math
 import pickle
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 
+from matdisco.core import lgbm
+from matdisco.settings import (
+    FeaturesSettings,
+    ScreenBandgapHSEMappingSettings,
+    ScreenBandgapSettings,
+)
 from matdisco.store import atomic_write
 
 if TYPE_CHECKING:
@@ -53,7 +62,6 @@ if TYPE_CHECKING:
     from matdisco.store import StructureArrays
 
 __all__ = [
-    "BANDGAP_DEFAULTS",
     "SETYAWAN_2011",
     "STRUCTURE_FEATURES",
     "structure_features",
@@ -71,36 +79,8 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 #: Setyawan et al., ACS Comb. Sci. 13, 382 (2011): E_g(expt) ~= 1.348 E_g(PBE) + 0.913 eV
-SETYAWAN_2011: dict[str, Any] = {
-    "slope": 1.348,
-    "intercept": 0.913,
-    "source": (
-        "Setyawan et al., ACS Comb. Sci. 13, 382 (2011), doi:10.1021/co200012w: least-squares fit of "
-        "experimental gaps vs PBE gaps (AFLOW's fitted gap), used as a stand-in for HSE06"
-    ),
-}
-
-#: defaults of the ``screen.bandgap`` config section
-BANDGAP_DEFAULTS: dict[str, Any] = {
-    "structure_features": True,
-    "test_fraction": 0.1,
-    "n_members": 3,
-    "evaluate_random_split": True,
-    "max_train": None,
-    "seed": 0,
-    "hse_mapping": dict(SETYAWAN_2011),
-    "lightgbm": {
-        "n_estimators": 600,
-        "learning_rate": 0.05,
-        "num_leaves": 127,
-        "min_child_samples": 10,
-        "subsample": 0.8,
-        "colsample_bytree": 0.5,
-        "max_bin": 63,
-    },
-    "dft_max_candidates": 20,
-    "vasp": {"reciprocal_density": 50, "user_incar_settings": {}, "results_dir": None},
-}
+#: (the default ``screen.bandgap.hse_mapping``)
+SETYAWAN_2011: dict[str, Any] = ScreenBandgapHSEMappingSettings().to_dict()
 
 STRUCTURE_FEATURES = (
     "struct_volume_per_atom",
@@ -110,13 +90,6 @@ STRUCTURE_FEATURES = (
     "struct_lattice_ratio_min",
     "struct_lattice_ratio_mid",
 )
-
-
-def _merge(base: dict[str, Any], new: dict[str, Any] | None) -> dict[str, Any]:
-    out = json.loads(json.dumps(base))
-    for k, v in (new or {}).items():
-        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
-    return out
 
 
 # --------------------------------------------------------------------------------------
@@ -175,7 +148,7 @@ def gap_features(
     formulas: Sequence[str],
     arrays: StructureArrays | None,
     table: Any,
-    feature_settings: dict[str, Any],
+    feature_settings: FeaturesSettings | Mapping[str, Any] | None,
     *,
     use_structure: bool = True,
 ) -> tuple[np.ndarray, list[str], np.ndarray]:
@@ -213,8 +186,8 @@ class GapSurrogate:
     Attributes:
         members: list of (classifier metal/non-metal, regressor of non-metal gaps).
         feature_names: the columns the members expect.
-        settings: the ``screen.bandgap`` settings it was trained with.
-        feature_settings: the ``features`` settings (composition featuriser).
+        settings: the ``screen.bandgap`` settings it was trained with (plain dict).
+        feature_settings: the ``features`` settings (composition featuriser; plain dict).
         element_table: ``ElementTable.to_dict()`` used for the features.
     """
 
@@ -234,37 +207,37 @@ class GapSurrogate:
 
     def member_predictions(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Per-member PBE gaps (n_members, N) and P(metal) (n_members, N)."""
-        gaps, p_metal = [], []
-        for clf, reg in self.members:
-            p_nonmetal = clf.predict_proba(X)[:, 1]
-            g = np.clip(reg.predict(X), 0.0, None)
-            gaps.append(np.where(p_nonmetal > 0.5, g, 0.0))
-            p_metal.append(1.0 - p_nonmetal)
-        return np.asarray(gaps), np.asarray(p_metal)
+        clfs, regs = zip(*self.members, strict=True) if self.members else ((), ())
+        p_nonmetal = lgbm.predict_members(clfs, X)
+        g = np.clip(lgbm.predict_members(regs, X), 0.0, None)
+        return np.where(p_nonmetal > 0.5, g, 0.0), 1.0 - p_nonmetal
 
 
-def _lgbm(kind: str, params: dict[str, Any], seed: int, threads: int) -> Any:
-    import lightgbm as lgb
+def _fit_members(
+    X: np.ndarray,
+    y: np.ndarray,
+    rows: list[np.ndarray],
+    seeds: list[int],
+    settings: ScreenBandgapSettings,
+    threads: int,
+) -> list[tuple[Any, Any]]:
+    """Two-stage members: member m = (metal classifier, non-metal gap regressor) on ``rows[m]``.
 
-    kw = {
-        **params,
-        "subsample_freq": 1,
-        "random_state": seed,
-        "n_jobs": max(1, int(threads)),
-        "verbose": -1,
-        # column-wise histograms: no per-tree heuristics, and no busy-waiting threads
-        "force_col_wise": True,
-    }
-    return lgb.LGBMClassifier(**kw) if kind == "clf" else lgb.LGBMRegressor(**kw)
-
-
-def _fit_member(X: np.ndarray, y: np.ndarray, params: dict[str, Any], seed: int, threads: int) -> tuple[Any, Any]:
+    The classifier of member m is seeded ``seeds[m]``, its regressor ``seeds[m] + 1``.
+    """
     nonmetal = y > 0
-    if nonmetal.all() or not nonmetal.any():
-        raise ValueError("the training data need both metals (gap 0) and non-metals")
-    clf = _lgbm("clf", params, seed, threads).fit(X, nonmetal.astype(int))
-    reg = _lgbm("reg", params, seed + 1, threads).fit(X[nonmetal], y[nonmetal])
-    return clf, reg
+    for idx in rows:
+        if nonmetal[idx].all() or not nonmetal[idx].any():
+            raise ValueError("the training data need both metals (gap 0) and non-metals")
+    params = settings.lightgbm
+    clfs = lgbm.fit_ensemble(
+        X, nonmetal.astype(int), params, rows=rows, seeds=seeds, kind="classifier", threads=threads
+    )
+    regs = lgbm.fit_ensemble(
+        X, y, params, rows=[idx[nonmetal[idx]] for idx in rows], seeds=[sd + 1 for sd in seeds],
+        kind="regressor", threads=threads,
+    )
+    return list(zip(clfs, regs, strict=True))
 
 
 def _errors(pred: np.ndarray, y: np.ndarray) -> dict[str, float]:
@@ -292,8 +265,8 @@ def train_gap_surrogate(
     arrays: StructureArrays | None,
     table: Any,
     *,
-    settings: dict[str, Any] | None = None,
-    feature_settings: dict[str, Any] | None = None,
+    settings: ScreenBandgapSettings | Mapping[str, Any] | None = None,
+    feature_settings: FeaturesSettings | Mapping[str, Any] | None = None,
     threads: int = 1,
 ) -> tuple[GapSurrogate, dict[str, Any], pd.DataFrame]:
     """Train the ensemble on PBE gaps and measure it on a formula-grouped held-out split.
@@ -303,47 +276,47 @@ def train_gap_surrogate(
         gaps: their PBE band gaps, eV (NaN rows are dropped).
         arrays: their structures (needed when ``structure_features``).
         table: the element table of the featuriser.
-        settings: ``screen.bandgap`` (see :data:`BANDGAP_DEFAULTS`).
-        feature_settings: the ``features`` config section.
+        settings: ``screen.bandgap`` settings (a mapping is read with
+            :meth:`ScreenBandgapSettings.from_config`; None = the defaults).
+        feature_settings: the ``features`` settings (or config section; None = the defaults).
         threads: LightGBM threads.
 
     Returns:
         (model, metrics dict, held-out predictions table: formula, gap_pbe, gap_pbe_ml, gap_pbe_ml_std).
     """
-    s = _merge(BANDGAP_DEFAULTS, settings)
-    fset = dict(feature_settings or {})
+    s = ScreenBandgapSettings.coerce(settings)
+    fset = FeaturesSettings.coerce(feature_settings)
     t0, c0 = time.perf_counter(), time.process_time()
-    rng = np.random.default_rng(int(s["seed"]))
+    rng = np.random.default_rng(s.seed)
     gaps = np.asarray(gaps, dtype=float)
     keep = np.flatnonzero(np.isfinite(gaps))
-    if s["max_train"] is not None and len(keep) > int(s["max_train"]):
-        keep = np.sort(rng.choice(keep, int(s["max_train"]), replace=False))
+    if s.max_train is not None and len(keep) > s.max_train:
+        keep = np.sort(rng.choice(keep, s.max_train, replace=False))
     formulas = [formulas[i] for i in keep]
     y = gaps[keep]
     sub = arrays.take(keep) if arrays is not None else None
-    X, names, valid = gap_features(formulas, sub, table, fset, use_structure=bool(s["structure_features"]))
+    X, names, valid = gap_features(formulas, sub, table, fset, use_structure=s.structure_features)
     X, y, formulas = X[valid], y[valid], [f for f, v in zip(formulas, valid, strict=True) if v]
     t_feat = time.perf_counter() - t0
-    params = dict(s["lightgbm"])
-    test = _group_split(np.asarray(formulas), float(s["test_fraction"]), rng)
+    test = _group_split(np.asarray(formulas), s.test_fraction, rng)
     train_idx = np.flatnonzero(~test)
-    k = max(1, int(s["n_members"]))
+    k = max(1, s.n_members)
     folds = np.array_split(rng.permutation(train_idx), k) if k > 1 else [np.array([], dtype=int)]
-    members = []
-    for m in range(k):
-        fit_idx = np.setdiff1d(train_idx, folds[m]) if k > 1 else train_idx
-        members.append(_fit_member(X[fit_idx], y[fit_idx], params, int(s["seed"]) + 10 * m, threads))
-    model = GapSurrogate(members, names, s, fset, table.to_dict())
+    rows = [np.setdiff1d(train_idx, folds[m]) if k > 1 else train_idx for m in range(k)]
+    members = _fit_members(X, y, rows, [s.seed + 10 * m for m in range(k)], s, threads)
+    model = GapSurrogate(members, names, s.to_dict(), fset.to_dict(), table.to_dict())
     g_members, p_metal = model.member_predictions(X[test])
-    pred, std = g_members.mean(axis=0), g_members.std(axis=0)
+    pred, std = lgbm.ensemble_mean_std(g_members)
     err = np.abs(pred - y[test])
     metrics: dict[str, Any] = {
         "target": "PBE band gap (store column band_gap; Materials Project GGA/GGA+U), eV",
         "model": f"{k}-member ensemble of two-stage LightGBM (metal classifier + non-metal gap regressor)",
-        "features": f"{len(names)} ({'composition + structure' if s['structure_features'] else 'composition'})",
+        "features": f"{len(names)} "
+        f"({'composition + structure' if s.structure_features else 'composition'})",
         "n_train": len(train_idx),
         "n_test": int(test.sum()),
-        "test_split": f"{s['test_fraction']:g} of reduced formulas held out (grouped: no formula in both sets)",
+        "test_split": f"{s.test_fraction:g} of reduced formulas held out "
+        "(grouped: no formula in both sets)",
         "test_grouped": _errors(pred, y[test]),
         "uncertainty": {
             "what": "gap_pbe_ml_std = standard deviation over the ensemble members",
@@ -354,11 +327,11 @@ def train_gap_surrogate(
         "goal_mae_eV": 0.25,
     }
     metrics["goal_met_grouped"] = metrics["test_grouped"]["mae"] <= 0.25
-    if s["evaluate_random_split"]:
+    if s.evaluate_random_split:
         rtest = np.zeros(len(y), dtype=bool)
-        rtest[rng.permutation(len(y))[: max(1, round(float(s["test_fraction"]) * len(y)))]] = True
-        clf, reg = _fit_member(X[~rtest], y[~rtest], params, int(s["seed"]) + 7, threads)
-        one = GapSurrogate([(clf, reg)], names, s, fset, {})
+        rtest[rng.permutation(len(y))[: max(1, round(s.test_fraction * len(y)))]] = True
+        one_member = _fit_members(X, y, [np.flatnonzero(~rtest)], [s.seed + 7], s, threads)
+        one = GapSurrogate(one_member, names, s.to_dict(), fset.to_dict(), {})
         metrics["test_random_rows"] = {
             **_errors(one.member_predictions(X[rtest])[0][0], y[rtest]),
             "what": "one member refit on a random row split (polymorphs of a formula may sit on both sides)",
@@ -382,10 +355,13 @@ def train_gap_surrogate(
     return model, metrics, held
 
 
-def hse_estimate(gap_pbe: np.ndarray, mapping: dict[str, Any]) -> np.ndarray:
+def hse_estimate(
+    gap_pbe: np.ndarray, mapping: ScreenBandgapHSEMappingSettings | Mapping[str, Any]
+) -> np.ndarray:
     """``slope · gap + intercept`` for gaps > 0; metals (gap 0) stay 0. NaN stays NaN."""
+    m = ScreenBandgapHSEMappingSettings.coerce(mapping)
     g = np.asarray(gap_pbe, dtype=float)
-    out = float(mapping["slope"]) * g + float(mapping["intercept"])
+    out = m.slope * g + m.intercept
     return np.where(g > 0, out, np.where(np.isnan(g), np.nan, 0.0))
 
 
@@ -409,11 +385,9 @@ def predict_gaps(model: GapSurrogate, formulas: Sequence[str], arrays: Structure
     if valid.any():
         g, pm = model.member_predictions(X[valid])
         hse = hse_estimate(g, model.settings["hse_mapping"])
-        cols["gap_pbe_ml"][valid] = g.mean(axis=0)
-        cols["gap_pbe_ml_std"][valid] = g.std(axis=0)
+        cols["gap_pbe_ml"][valid], cols["gap_pbe_ml_std"][valid] = lgbm.ensemble_mean_std(g)
         cols["p_metal_ml"][valid] = pm.mean(axis=0)
-        cols["gap_hse_est"][valid] = hse.mean(axis=0)
-        cols["gap_hse_est_std"][valid] = hse.std(axis=0)
+        cols["gap_hse_est"][valid], cols["gap_hse_est_std"][valid] = lgbm.ensemble_mean_std(hse)
     return pd.DataFrame(cols)
 
 
@@ -500,38 +474,14 @@ BANDGAP_COLUMNS = (
 )
 
 
-def _plot_parity(path: str | Path, held: pd.DataFrame, metrics: dict[str, Any]) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(5.2, 5))
-    if len(held):
-        ax.errorbar(held["gap_pbe"], held["gap_pbe_ml"], yerr=held["gap_pbe_ml_std"], fmt="o", ms=2.5, alpha=0.35,
-                    elinewidth=0.5, color="tab:blue")
-        top = float(max(held["gap_pbe"].max(), held["gap_pbe_ml"].max(), 1.0)) * 1.05
-        ax.plot([0, top], [0, top], "k--", lw=1)
-        ax.set_xlim(0, top)
-        ax.set_ylim(0, top)
-    m = metrics["test_grouped"]
-    ax.set_title(f"held-out (formula-grouped) PBE gap: MAE {m['mae']:.3f} eV, n={m['n']}", fontsize=10)
-    ax.set_xlabel("PBE gap, MP (eV)")
-    ax.set_ylabel("surrogate PBE gap gap_pbe_ml (eV)")
-    fig.tight_layout()
-    with atomic_write(path, suffix=Path(path).suffix) as tmp:
-        fig.savefig(tmp, dpi=120)
-    plt.close(fig)
-
-
 def screen_bandgap(
     *,
     store: str | Path,
     candidates: str | Path,
     magpie_table: str | Path,
     elmd_table: str | Path | None,
-    feature_settings: dict[str, Any],
-    settings: dict[str, Any],
+    feature_settings: FeaturesSettings | Mapping[str, Any] | None,
+    settings: ScreenBandgapSettings | Mapping[str, Any] | None,
     method: str,
     max_e_above_hull: float,
     out_csv: str | Path,
@@ -548,8 +498,8 @@ def screen_bandgap(
         store: the run's entry store (training data: ``band_gap`` + structures).
         candidates: relaxed candidates (entry-store format).
         magpie_table, elmd_table: element property files of the featuriser.
-        feature_settings: the ``features`` config section.
-        settings: ``screen.bandgap``.
+        feature_settings: the ``features`` settings (or config section).
+        settings: ``screen.bandgap`` settings (or config section).
         method: ``surrogate`` | ``vasp_hse`` | ``gpaw_pbe``.
         max_e_above_hull: DFT inputs/runs only for candidates with E_hull <= this (eV/atom),
             lowest first, at most ``dft_max_candidates``.
@@ -562,24 +512,27 @@ def screen_bandgap(
         threads: LightGBM / GPAW threads.
     """
     from matdisco.features import ElementTable
+    from matdisco.screen.plots import plot_bandgap_parity
     from matdisco.store import read_entries, read_structure_arrays
 
     if method not in ("surrogate", "vasp_hse", "gpaw_pbe"):
         raise ValueError(f"unknown bandgap method {method!r} (surrogate | vasp_hse | gpaw_pbe)")
-    s = _merge(BANDGAP_DEFAULTS, settings)
-    fset = dict(feature_settings or {})
-    elmd_scale = fset.get("elmd_scale", "mod_petti")
-    table = ElementTable.from_files(magpie_table, elmd_table, elmd_scale) if elmd_table else ElementTable.from_files(magpie_table)
+    s = ScreenBandgapSettings.coerce(settings)
+    fset = FeaturesSettings.coerce(feature_settings)
+    if elmd_table:
+        table = ElementTable.from_files(magpie_table, elmd_table, fset.elmd_scale)
+    else:
+        table = ElementTable.from_files(magpie_table)
     train = read_entries(store, ["formula", "band_gap"])
-    arrays = read_structure_arrays(store) if s["structure_features"] else None
+    arrays = read_structure_arrays(store) if s.structure_features else None
     model, metrics, held = train_gap_surrogate(
         train["formula"].astype(str).tolist(), train["band_gap"].to_numpy(dtype=float), arrays, table,
         settings=s, feature_settings=fset, threads=threads,
     )
-    metrics["hse_mapping"] = s["hse_mapping"]
+    metrics["hse_mapping"] = s.hse_mapping.to_dict()
     metrics["method"] = method
     cand = read_entries(candidates)
-    carr = read_structure_arrays(candidates) if s["structure_features"] else None
+    carr = read_structure_arrays(candidates) if s.structure_features else None
     pred = predict_gaps(model, cand["formula"].astype(str).tolist(), carr)
     table_out = pd.concat([cand[["id", "formula"]].reset_index(drop=True), pred], axis=1)
     for c in ("gap_hse_vasp", "gap_pbe_gpaw", "gap_hse_est_gpaw"):
@@ -589,7 +542,7 @@ def screen_bandgap(
     dft_dir.mkdir(parents=True, exist_ok=True)
     eh = cand["e_above_hull"].to_numpy(dtype=float) if "e_above_hull" in cand.columns else np.full(len(cand), np.nan)
     ok = np.flatnonzero(np.isfinite(eh) & (eh <= max_e_above_hull + 1e-9))
-    chosen = ok[np.argsort(eh[ok], kind="stable")][: int(s["dft_max_candidates"])]
+    chosen = ok[np.argsort(eh[ok], kind="stable")][: s.dft_max_candidates]
     readme = [
         f"# band-gap DFT folder (screen.bandgap_method: {method})",
         "",
@@ -600,25 +553,25 @@ def screen_bandgap(
         for i, st in zip(chosen, structures, strict=True):
             rid = str(cand["id"].iloc[i])
             if method == "vasp_hse":
-                v = s["vasp"]
+                v = s.vasp
                 run = write_vasp_hse_inputs(
-                    st, dft_dir / rid, reciprocal_density=v["reciprocal_density"],
-                    user_incar_settings=v.get("user_incar_settings") or {},
+                    st, dft_dir / rid, reciprocal_density=v.reciprocal_density,
+                    user_incar_settings=v.user_incar_settings,
                 )
-                done = read_vasp_gap(Path(v["results_dir"]) / rid) if v.get("results_dir") else float("nan")
+                done = read_vasp_gap(Path(v.results_dir) / rid) if v.results_dir else float("nan")
                 table_out.loc[i, "gap_hse_vasp"] = done
                 table_out.loc[i, "dft_status"] = "hse06 done" if math.isfinite(done) else f"inputs written: {run.name}/"
             else:
                 try:
                     g = gpaw_pbe_gap(st, gpaw_options, threads=threads)
                     table_out.loc[i, "gap_pbe_gpaw"] = g
-                    table_out.loc[i, "gap_hse_est_gpaw"] = float(hse_estimate(np.array([g]), s["hse_mapping"])[0])
+                    table_out.loc[i, "gap_hse_est_gpaw"] = float(hse_estimate(np.array([g]), s.hse_mapping)[0])
                     table_out.loc[i, "dft_status"] = "gpaw pbe done"
                 except Exception as err:  # noqa: BLE001 - per candidate
                     table_out.loc[i, "dft_status"] = f"gpaw failed: {err}"
         readme.append(
             f"{method}: {len(chosen)} candidates (E_hull <= {max_e_above_hull:g} eV/atom, lowest first, "
-            f"at most {s['dft_max_candidates']})."
+            f"at most {s.dft_max_candidates})."
         )
         if method == "vasp_hse":
             readme.append(
@@ -633,5 +586,5 @@ def screen_bandgap(
         pickle.dump(model, fh, protocol=pickle.HIGHEST_PROTOCOL)
     with atomic_write(out_metrics) as tmp:
         Path(tmp).write_text(json.dumps(metrics, indent=2, default=str) + "\n", encoding="utf-8")
-    _plot_parity(out_parity, held, metrics)
+    plot_bandgap_parity(out_parity, held, metrics)
     return table_out
