@@ -108,12 +108,17 @@ class RelaxSevenNetSettings(SettingsBase):
     """Settings of config section ``relax.sevennet``.
 
     Attributes:
-        model: SevenNet model shipped in the sevenn wheel
+        model: SevenNet checkpoint shipped in the sevenn 0.13.0 wheel (offline): 7net-l3i5,
+            7net-0 or 7net-mf-0; energies get MP2020 corrections
+        modal: 7net-mf-0 only: PBE (MP2020-corrected) or R2SCAN (raw r2SCAN energies)
+        batch_size: structures evaluated per forward pass
     """
 
     section: ClassVar[str] = "relax.sevennet"
 
-    model: str = "7net-0"
+    model: str = "7net-l3i5"
+    modal: str | None = None
+    batch_size: int = 8
 
 
 @dataclass(frozen=True)
