@@ -24,6 +24,7 @@ import argparse
 import sys
 import time
 from collections import Counter
+from dataclasses import replace
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -35,12 +36,12 @@ from matdisco.config import validate_config  # noqa: E402
 from matdisco.generate import gan as G  # noqa: E402
 from matdisco.generate.pointcloud import (  # noqa: E402
     PointCloudSpec,
-    ValiditySettings,
     check_validity,
     counts_of,
     min_distances,
     sort_slots,
 )
+from matdisco.settings import GANSettings, GANValiditySettings  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 KIM_DIR = ROOT.parent / "shared/data/raw/ccgan_mgmno"
@@ -56,16 +57,17 @@ def default_config() -> dict:
     return cfg
 
 
-def settings_of(cfg: dict, **over) -> G.GANSettings:
-    """The configured GAN settings with some overridden."""
-    g = cfg["gan"]
-    return G.GANSettings(
-        **{**G.GANSettings.from_config(g["model"], g["train"], g["augment"]).__dict__, **over}
-    )
+def settings_of(cfg: dict, epochs: int, copies: int | None = None) -> GANSettings:
+    """The configured ``gan`` settings with other epochs (and augmented copies)."""
+    st = GANSettings.from_config(cfg["gan"])
+    st = replace(st, train=replace(st.train, epochs=epochs))
+    if copies is not None:
+        st = replace(st, augment=replace(st.augment, copies=copies))
+    return st
 
 
 def time_training(
-    data: G.TrainingSet, st: G.GANSettings, device: str, threads: int
+    data: G.TrainingSet, st: GANSettings, device: str, threads: int
 ) -> tuple[G.GANModel, dict]:
     """Train from scratch and time it (wall and CPU seconds per epoch)."""
     c0, w0 = time.process_time(), time.perf_counter()
@@ -74,17 +76,17 @@ def time_training(
         torch.cuda.synchronize()
     wall, cpu = time.perf_counter() - w0, time.process_time() - c0
     return model, {
-        "epochs": st.epochs,
+        "epochs": st.train.epochs,
         "training_images": len(data.images),
-        "images_per_epoch": len(data.images) * st.copies,
+        "images_per_epoch": len(data.images) * st.augment.copies,
         "generator_steps_per_epoch": int(hist["generator_steps"].iloc[0]),
-        "seconds_per_epoch_wall": round(wall / st.epochs, 3),
-        "seconds_per_epoch_cpu": round(cpu / st.epochs, 3),
+        "seconds_per_epoch_wall": round(wall / st.train.epochs, 3),
+        "seconds_per_epoch_cpu": round(cpu / st.train.epochs, 3),
         "final_wasserstein": round(float(hist["wasserstein"].iloc[-1]), 4),
     }
 
 
-def time_sampling(model: G.GANModel, n: int, max_sites: int, validity: ValiditySettings) -> dict:
+def time_sampling(model: G.GANModel, n: int, max_sites: int, validity: GANValiditySettings) -> dict:
     """Sampling speed, raw and with decoding + validity checks, for MgMn2O4."""
     counts = G.formula_multiples("MgMn2O4", model.spec, max_sites)[-1]
     w0 = time.perf_counter()
@@ -92,7 +94,9 @@ def time_sampling(model: G.GANModel, n: int, max_sites: int, validity: ValidityS
     raw = time.perf_counter() - w0
     w0 = time.perf_counter()
     res = [
-        check_validity(x, model.spec, counts, validity, use_counts=model.settings.mask_composition)
+        check_validity(
+            x, model.spec, counts, validity, use_counts=model.settings.model.mask_composition
+        )
         for x in imgs
     ]
     check = time.perf_counter() - w0
@@ -167,7 +171,7 @@ def main() -> int:
     cfg = default_config()
     g = cfg["gan"]
     max_sites = g["data"]["max_sites"] or cfg["target"]["max_atoms"]
-    validity = ValiditySettings.from_dict(g["validity"])
+    validity = GANValiditySettings.from_config(g["validity"])
     t0 = time.perf_counter()
     data = G.training_set_from_store(
         ROOT / cfg["data"]["bundled"]["structures"],
@@ -226,7 +230,9 @@ def main() -> int:
         for name, counts in targets:
             imgs = G.sample_images(model_k, counts, 250, seed=1)
             res = [
-                check_validity(x, kim.spec, counts, validity, use_counts=st_k.mask_composition)
+                check_validity(
+                    x, kim.spec, counts, validity, use_counts=st_k.model.mask_composition
+                )
                 for x in imgs
             ]
             samples[name] = {
@@ -249,7 +255,7 @@ def main() -> int:
             "samples_per_composition": 250,
             "validity_by_composition": samples,
         }
-    result["validity_settings"] = validity.__dict__
+    result["validity_settings"] = validity.to_dict()
     result["peak_rss_mb"] = peak_rss_mb()
     write("gan", result)
     return 0
