@@ -30,4 +30,6 @@ with log_to(snakemake.log[0]):
         out_cifs=snakemake.output.cifs,
         out_summary=snakemake.output.summary,
         threads=snakemake.threads,
+        training_store=snakemake.input.training,
+        known_store=snakemake.input.known,
     )

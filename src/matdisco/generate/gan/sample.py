@@ -87,6 +87,20 @@ GAN_SYMPREC = 0.1
 GAN_PRIMITIVE_TOL = 0.1
 
 
+def match_settings(dedupe: GANDedupeSettings | None = None) -> MatchSettings:
+    """The GAN's structure comparison (dedupe and novelty): ``gan.dedupe`` tolerances,
+    space-group pre-filter at symprec :data:`GAN_SYMPREC`, no fingerprint pre-filter."""
+    d = dedupe or GANDedupeSettings()
+    return MatchSettings(
+        ltol=d.ltol,
+        stol=d.stol,
+        angle_tol=d.angle_tol,
+        fingerprint_tol=None,
+        symprec=GAN_SYMPREC,
+        primitive_tol=GAN_PRIMITIVE_TOL,
+    )
+
+
 def dedupe_structures(
     structures: Sequence[Structure], *, ltol: float = 0.2, stol: float = 0.3, angle_tol: float = 5.0
 ) -> list[list[int]]:
@@ -101,14 +115,7 @@ def dedupe_structures(
     """
     if not structures:
         return []
-    settings = MatchSettings(
-        ltol=ltol,
-        stol=stol,
-        angle_tol=angle_tol,
-        fingerprint_tol=None,
-        symprec=GAN_SYMPREC,
-        primitive_tol=GAN_PRIMITIVE_TOL,
-    )
+    settings = match_settings(GANDedupeSettings(ltol=ltol, stol=stol, angle_tol=angle_tol))
     return dedupe(list(structures), settings).groups()
 
 
@@ -277,6 +284,8 @@ def generate_from_model(
     out_summary: str | Path,
     max_atoms: int = 20,
     threads: int | None = None,
+    training_store: str | Path | None = None,
+    known_store: str | Path | None = None,
 ) -> dict[str, Any]:
     """The ``generate_gan`` stage: sample, validate, deduplicate, write store + CIFs + summary.
 
@@ -289,7 +298,11 @@ def generate_from_model(
         out_summary: JSON summary (validity, uniqueness).
         max_atoms: ``target.max_atoms``, the default of ``settings.sample.max_sites``.
         threads: torch CPU threads.
+        training_store: the training structures (store format), for novelty; None = skip.
+        known_store: the entry store, whose structures of the model's chemical system are the
+            known structures for novelty and coverage; None = skip.
     """
+    from matdisco.generate.gan.metrics import novelty_and_coverage, system_structures
     from matdisco.provenance import package_versions
     from matdisco.store import StructureArrays, write_store
 
@@ -308,6 +321,28 @@ def generate_from_model(
         seed=seed,
     )
     seconds = time.perf_counter() - t0
+    elements = list(model.spec.elements)
+    training = system_structures(training_store, elements)[1] if training_store else []
+    known = system_structures(known_store, elements)[1] if known_store else []
+    t1 = time.perf_counter()
+    novelty, novel_t, novel_k = novelty_and_coverage(
+        structures, training, known, match_settings(settings.dedupe)
+    )
+    entries["novel_vs_training"] = novel_t if training_store else np.nan
+    entries["novel_vs_known"] = novel_k if known_store else np.nan
+    novelty["seconds"] = round(time.perf_counter() - t1, 2)
+    novelty["training_structures"] = len(training) if training_store else None
+    novelty["known_structures"] = len(known) if known_store else None
+    summary["novelty"] = novelty
+    tot = summary["totals"]
+    summary["funnel"] = {
+        "sampled": tot["samples"],
+        "valid": tot["valid"],
+        "unique": tot["unique"],
+        "novel_vs_training": novelty["totals"]["novel_vs_training"] if training_store else None,
+        "novel_vs_known": novelty["totals"]["novel_vs_known"] if known_store else None,
+        "novel": novelty["totals"]["novel"] if training_store and known_store else None,
+    }
     summary["targets"] = list(formulas)
     summary["seconds"] = round(seconds, 2)
     n = summary["totals"]["samples"]
