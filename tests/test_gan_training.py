@@ -157,3 +157,28 @@ def test_tiny_training_is_not_collapsed(built):
     for f in ("MgMn2O4", "MnO2"):
         assert summary["per_formula"][f]["valid"] == 12
         assert summary["per_formula"][f]["unique"] > 1, f
+
+
+def test_diversity_monitor_leaves_training_unchanged(built):
+    """The per-epoch monitor adds validity/uniqueness columns and changes no weight."""
+    import torch
+
+    from matdisco.generate.gan import train_gan, training_set_from_store
+    from matdisco.generate.gan.metrics import diversity_monitor
+
+    tmp, _ = built
+    data = training_set_from_store(tmp / "ts.h5", ELEMENTS, max_sites=20, use_supercells=False)
+    st = GANSettings.from_config(
+        {
+            "model": {"latent_dim": 8, "hidden": 16, "distance_features": 2},
+            "train": {"epochs": 2, "batch_size": 8, "n_critic": 2},
+            "augment": {"copies": 1},
+            "device": "cpu",
+        }
+    )
+    plain, _, _ = train_gan(data, st, threads=1)
+    mon = diversity_monitor([tuple(int(x) for x in data.counts[0])], st, n=4)
+    watched, hist, _ = train_gan(data, st, threads=1, monitor=mon, monitor_every=1)
+    assert hist["monitor_valid_rate"].between(0, 1).all()
+    a, b = plain.generator.state_dict(), watched.generator.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)

@@ -162,6 +162,8 @@ class GANModelSettings(SettingsBase):
             within the slots, so compositions absent from the training set learn to avoid overlaps
         instance_noise: standard deviation of Gaussian noise on the occupied rows of the images the
             critic sees (0 = off)
+        diversity_weight: weight of the mode-seeking term (Mao et al. 2019) in the generator loss,
+            1 / (mean |G(z1) - G(z2)| / mean |z1 - z2|), against mode collapse (0 = off)
     """
 
     section: ClassVar[str] = "gan.model"
@@ -175,6 +177,7 @@ class GANModelSettings(SettingsBase):
     contact_margin: float = 0.75
     contact_random: bool = True
     instance_noise: float = 0.01
+    diversity_weight: float = 0.0
 
 
 @dataclass(frozen=True)

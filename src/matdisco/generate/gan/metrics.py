@@ -10,7 +10,7 @@ the fraction of unique generated structures that match a known structure. All co
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -22,7 +22,59 @@ from matdisco.core.matching import MatchSettings, StructureIndex
 if TYPE_CHECKING:
     from pymatgen.core import Structure
 
-__all__ = ["system_structures", "novelty_and_coverage"]
+    from matdisco.generate.gan.nets import GANModel
+    from matdisco.settings import GANSettings
+
+__all__ = ["system_structures", "novelty_and_coverage", "diversity_monitor"]
+
+#: samples per composition of the per-epoch diversity monitor
+MONITOR_SAMPLES = 20
+#: the monitor runs every this fraction of the epochs (at least every epoch)
+MONITOR_EVERY_FRACTION = 0.1
+
+
+def diversity_monitor(
+    compositions: Sequence[tuple[int, ...]], settings: GANSettings, n: int = MONITOR_SAMPLES
+) -> Callable[[GANModel], dict[str, float]]:
+    """A training monitor: validity and uniqueness of ``n`` samples per composition.
+
+    Args:
+        compositions: atoms per element of the monitored compositions (e.g. the training set's
+            most common ones).
+        settings: the ``gan`` section (validity, dedupe, seed).
+        n: samples per composition.
+
+    Returns:
+        A function of the model giving ``monitor_valid_rate`` and
+        ``monitor_unique_rate_of_valid`` (NaN when nothing is valid). It draws its noise from
+        its own seeded generator, never from torch's global state.
+    """
+    from matdisco.generate.gan.sample import dedupe_structures, sample_images
+    from matdisco.generate.pointcloud import check_validity
+
+    def run(model: GANModel) -> dict[str, float]:
+        valid = unique = 0
+        for i, counts in enumerate(compositions):
+            ok = []
+            for img in sample_images(model, counts, n, seed=settings.seed * 7919 + i):
+                res = check_validity(
+                    img,
+                    model.spec,
+                    counts,
+                    settings.validity,
+                    use_counts=settings.model.mask_composition,
+                )
+                if res["valid"]:
+                    ok.append(res["structure"])
+            valid += len(ok)
+            unique += len(dedupe_structures(ok, **settings.dedupe.to_dict()))
+        total = n * len(compositions)
+        return {
+            "monitor_valid_rate": valid / total if total else float("nan"),
+            "monitor_unique_rate_of_valid": unique / valid if valid else float("nan"),
+        }
+
+    return run
 
 
 def system_structures(

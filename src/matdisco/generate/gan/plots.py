@@ -10,13 +10,14 @@ __all__ = ["plot_history"]
 
 
 def plot_history(history: pd.DataFrame, path: str | Path) -> None:
-    """Training curves: critic loss and Wasserstein estimate; classifier accuracy (PNG)."""
+    """Training curves: losses, Wasserstein estimate, classifier accuracy, and the per-epoch
+    validity and uniqueness of monitor samples when the history has them (PNG)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 3, figsize=(12, 3.4))
+    fig, axes = plt.subplots(1, 4, figsize=(16, 3.4))
     if len(history):
         e = history["epoch"]
         axes[0].plot(e, history["critic_loss"], label="critic loss")
@@ -27,10 +28,18 @@ def plot_history(history: pd.DataFrame, path: str | Path) -> None:
         )
         axes[2].plot(e, history["classifier_acc_real"], label="real")
         axes[2].plot(e, history["classifier_acc_fake"], label="generated")
+        if "monitor_valid_rate" in history:
+            m = history.dropna(subset=["monitor_valid_rate"])
+            axes[3].plot(m["epoch"], m["monitor_valid_rate"], "o-", label="valid")
+            axes[3].plot(
+                m["epoch"], m["monitor_unique_rate_of_valid"], "s-", label="unique of valid"
+            )
     axes[0].set_title("losses")
     axes[1].set_title("Wasserstein estimate")
     axes[2].set_title("composition classifier accuracy")
     axes[2].set_ylim(-0.02, 1.02)
+    axes[3].set_title("samples: validity, uniqueness (collapse)")
+    axes[3].set_ylim(-0.02, 1.02)
     for ax in axes:
         ax.set_xlabel("epoch")
         ax.legend(fontsize=8)

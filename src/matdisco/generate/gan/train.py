@@ -13,7 +13,8 @@ import hashlib
 import json
 import logging
 import time
-from collections.abc import Sequence
+from collections import Counter
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -118,6 +119,8 @@ def train_gan(
     ckpt_dir: str | Path | None = None,
     threads: int | None = None,
     time_limit_s: float | None = None,
+    monitor: Callable[[GANModel], dict[str, float]] | None = None,
+    monitor_every: int = 1,
 ) -> tuple[GANModel, pd.DataFrame, dict[str, Any]]:
     """Train the WGAN-GP (resuming from ``ckpt_dir/last.pt`` when it matches).
 
@@ -130,6 +133,11 @@ def train_gan(
         threads: torch CPU threads (None = leave as is).
         time_limit_s: stop after the epoch during which this many seconds passed (checkpoint
             written); None = no limit. Meant for interactive use, not for reproducible runs.
+        monitor: called with the current model every ``monitor_every`` epochs (and after the
+            last); its numbers join the epoch's history row (e.g.
+            :func:`matdisco.generate.gan.metrics.diversity_monitor`). It must not draw from
+            torch's global random state (the training stays bitwise reproducible).
+        monitor_every: epochs between monitor calls.
 
     Returns:
         (model, history, info): history has one row per epoch (epoch, critic_loss,
@@ -283,6 +291,14 @@ def train_gan(
                     fake = gen(z, mask)
                     loss_cf, acc_f = cls.loss_and_accuracy(fake, cnt)
                     loss_g = -critic(fake).mean() + tr.cls_weight * loss_cf
+                    if mo.diversity_weight > 0:
+                        # mode seeking (Mao et al., CVPR 2019): penalise two noise vectors that
+                        # give (nearly) the same image
+                        z2 = torch.randn(b, mo.latent_dim, generator=noise).to(dev)
+                        ratio = (fake - gen(z2, mask)).abs().flatten(1).mean(1) / (
+                            (z - z2).abs().mean(1)
+                        )
+                        loss_g = loss_g + mo.diversity_weight / (ratio.mean() + 1e-5)
                     if contact is not None:
                         pen = contact(fake)
                         if mo.contact_random:
@@ -311,6 +327,10 @@ def train_gan(
                 raise FloatingPointError(
                     f"GAN training diverged (non-finite loss) in epoch {epoch + 1}"
                 )
+            if monitor is not None and (
+                (epoch + 1) % max(1, monitor_every) == 0 or epoch + 1 == tr.epochs
+            ):
+                row.update(monitor(GANModel(data.spec, st, gen, cls, {})))
             history.append(row)
             epochs_run += 1
             if (epoch + 1) % tr.checkpoint_every == 0 or epoch + 1 == tr.epochs:
@@ -406,7 +426,17 @@ def train_from_store(
         len(ts.images) - ts.n_base,
         dict(zip(ts.spec.elements, ts.spec.slots, strict=True)),
     )
-    gan, hist, info = train_gan(ts, settings, ckpt_dir=ckpt_dir, threads=threads)
+    from matdisco.generate.gan.metrics import MONITOR_EVERY_FRACTION, diversity_monitor
+
+    common = Counter(tuple(int(x) for x in c) for c in ts.counts).most_common(4)
+    gan, hist, info = train_gan(
+        ts,
+        settings,
+        ckpt_dir=ckpt_dir,
+        threads=threads,
+        monitor=diversity_monitor([c for c, _ in common], settings),
+        monitor_every=max(1, int(settings.train.epochs * MONITOR_EVERY_FRACTION)),
+    )
     info["training_set"] = {
         "structures": ts.n_base,
         "supercells": len(ts.images) - ts.n_base,
