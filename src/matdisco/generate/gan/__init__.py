@@ -55,6 +55,7 @@ from matdisco.generate.gan.sample import (
     sample_images,
 )
 from matdisco.generate.gan.train import train_from_store, train_gan
+from matdisco.generate.gan.training_set import build_gan_training_set
 from matdisco.settings import GANSettings
 
 __all__ = [
@@ -79,4 +80,5 @@ __all__ = [
     "plot_history",
     "train_from_store",
     "generate_from_model",
+    "build_gan_training_set",
 ]

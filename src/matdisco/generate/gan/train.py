@@ -295,7 +295,8 @@ def train_gan(
                         # mode seeking (Mao et al., CVPR 2019): penalise two noise vectors that
                         # give (nearly) the same image
                         z2 = torch.randn(b, mo.latent_dim, generator=noise).to(dev)
-                        ratio = (fake - gen(z2, mask)).abs().flatten(1).mean(1) / (
+                        # atom rows only: the cell is left to the critic
+                        ratio = (fake - gen(z2, mask))[:, 2:].abs().flatten(1).mean(1) / (
                             (z - z2).abs().mean(1)
                         )
                         loss_g = loss_g + mo.diversity_weight / (ratio.mean() + 1e-5)
