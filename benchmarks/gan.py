@@ -15,7 +15,14 @@ Writes benchmarks/results/gan.json:
   and the validity of samples for their most common compositions. Skipped with a message when
   the data are absent.
 
+* ``diversity`` (issue 13): the default configuration trained for its full epochs on the
+  substitution training set (built from the bundled store like rule build_gan_training_set),
+  then 300 samples for each of 4 target compositions (1,200): validity, uniqueness of valid,
+  novelty against the training set and the known Mg-Mn-O structures, s/epoch and samples/s.
+  Goal: uniqueness >= 50 % of valid at validity >= 90 % on 2 cores.
+
 Usage: python benchmarks/gan.py [--epochs 5] [--samples 1000] [--kim-epochs 5] [--threads 1]
+       [--skip-diversity]
 """
 
 from __future__ import annotations
@@ -24,6 +31,7 @@ import argparse
 import sys
 import time
 from collections import Counter
+from dataclasses import replace
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -35,12 +43,12 @@ from matdisco.config import validate_config  # noqa: E402
 from matdisco.generate import gan as G  # noqa: E402
 from matdisco.generate.pointcloud import (  # noqa: E402
     PointCloudSpec,
-    ValiditySettings,
     check_validity,
     counts_of,
     min_distances,
     sort_slots,
 )
+from matdisco.settings import GANSettings, GANValiditySettings  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 KIM_DIR = ROOT.parent / "shared/data/raw/ccgan_mgmno"
@@ -56,16 +64,17 @@ def default_config() -> dict:
     return cfg
 
 
-def settings_of(cfg: dict, **over) -> G.GANSettings:
-    """The configured GAN settings with some overridden."""
-    g = cfg["gan"]
-    return G.GANSettings(
-        **{**G.GANSettings.from_config(g["model"], g["train"], g["augment"]).__dict__, **over}
-    )
+def settings_of(cfg: dict, epochs: int, copies: int | None = None) -> GANSettings:
+    """The configured ``gan`` settings with other epochs (and augmented copies)."""
+    st = GANSettings.from_config(cfg["gan"])
+    st = replace(st, train=replace(st.train, epochs=epochs))
+    if copies is not None:
+        st = replace(st, augment=replace(st.augment, copies=copies))
+    return st
 
 
 def time_training(
-    data: G.TrainingSet, st: G.GANSettings, device: str, threads: int
+    data: G.TrainingSet, st: GANSettings, device: str, threads: int
 ) -> tuple[G.GANModel, dict]:
     """Train from scratch and time it (wall and CPU seconds per epoch)."""
     c0, w0 = time.process_time(), time.perf_counter()
@@ -74,17 +83,17 @@ def time_training(
         torch.cuda.synchronize()
     wall, cpu = time.perf_counter() - w0, time.process_time() - c0
     return model, {
-        "epochs": st.epochs,
+        "epochs": st.train.epochs,
         "training_images": len(data.images),
-        "images_per_epoch": len(data.images) * st.copies,
+        "images_per_epoch": len(data.images) * st.augment.copies,
         "generator_steps_per_epoch": int(hist["generator_steps"].iloc[0]),
-        "seconds_per_epoch_wall": round(wall / st.epochs, 3),
-        "seconds_per_epoch_cpu": round(cpu / st.epochs, 3),
+        "seconds_per_epoch_wall": round(wall / st.train.epochs, 3),
+        "seconds_per_epoch_cpu": round(cpu / st.train.epochs, 3),
         "final_wasserstein": round(float(hist["wasserstein"].iloc[-1]), 4),
     }
 
 
-def time_sampling(model: G.GANModel, n: int, max_sites: int, validity: ValiditySettings) -> dict:
+def time_sampling(model: G.GANModel, n: int, max_sites: int, validity: GANValiditySettings) -> dict:
     """Sampling speed, raw and with decoding + validity checks, for MgMn2O4."""
     counts = G.formula_multiples("MgMn2O4", model.spec, max_sites)[-1]
     w0 = time.perf_counter()
@@ -92,7 +101,9 @@ def time_sampling(model: G.GANModel, n: int, max_sites: int, validity: ValidityS
     raw = time.perf_counter() - w0
     w0 = time.perf_counter()
     res = [
-        check_validity(x, model.spec, counts, validity, use_counts=model.settings.mask_composition)
+        check_validity(
+            x, model.spec, counts, validity, use_counts=model.settings.model.mask_composition
+        )
         for x in imgs
     ]
     check = time.perf_counter() - w0
@@ -104,6 +115,76 @@ def time_sampling(model: G.GANModel, n: int, max_sites: int, validity: ValidityS
         "valid_rate": round(float(np.mean([r["valid"] for r in res])), 4),
         "distance_ok_rate": round(float(np.mean([r["distance_ok"] for r in res])), 4),
         "lattice_ok_rate": round(float(np.mean([r["lattice_ok"] for r in res])), 4),
+    }
+
+
+def diversity(cfg: dict, threads: int) -> dict:
+    """Full default training on the substitution training set; 1,200 samples over 4 targets."""
+    import tempfile
+
+    from matdisco.generate.gan.metrics import novelty_and_coverage, system_structures
+    from matdisco.generate.gan.sample import match_settings
+    from matdisco.generate.gan.training_set import build_gan_training_set
+    from matdisco.settings import GANTrainingSetSettings
+
+    g = cfg["gan"]
+    store = ROOT / cfg["data"]["bundled"]["structures"]
+    elements = cfg["target"]["elements"]
+    max_sites = g["data"]["max_sites"] or cfg["target"]["max_atoms"]
+    st = GANSettings.from_config(g)
+    with tempfile.TemporaryDirectory() as tmp:
+        w0 = time.perf_counter()
+        ts_summary = build_gan_training_set(
+            store,
+            elements=elements,
+            oxidation_states=cfg["target"]["oxidation_states"],
+            max_atoms=cfg["target"]["max_atoms"],
+            settings=GANTrainingSetSettings.from_config(g["training_set"]),
+            out_store=Path(tmp) / "ts.h5",
+            out_summary=Path(tmp) / "ts.json",
+        )
+        build_s = time.perf_counter() - w0
+        data = G.training_set_from_store(
+            Path(tmp) / "ts.h5",
+            elements,
+            max_sites=max_sites,
+            slots=st.data.slots,
+            length_scale=st.data.length_scale,
+            use_supercells=st.data.supercells,
+        )
+        training = system_structures(Path(tmp) / "ts.h5", elements)[1]
+    model, train = time_training(data, st, "cpu", threads)
+    w0 = time.perf_counter()
+    _, structures, summ = G.generate_structures(
+        model,
+        TARGETS[:4],
+        n_per_composition=300,
+        max_sites=max_sites,
+        validity=st.validity,
+        dedupe=st.dedupe,
+        seed=st.seed,
+    )
+    sample_s = time.perf_counter() - w0
+    known = system_structures(store, elements)[1]
+    novelty, _, _ = novelty_and_coverage(structures, training, known, match_settings(st.dedupe))
+    tot = summ["totals"]
+    return {
+        "training_set": {k: v for k, v in ts_summary.items() if k != "structures_per_composition"},
+        "training_set_build_seconds": round(build_s, 1),
+        "train": train,
+        "targets": TARGETS[:4],
+        "samples": tot["samples"],
+        "valid_rate": tot["valid_rate"],
+        "unique_rate_of_valid": summ["unique_rate_of_valid"],
+        "per_formula": {
+            f: {k: v.get(k) for k in ("valid", "unique", "unique_rate_of_valid")}
+            for f, v in summ["per_formula"].items()
+        },
+        "novelty": novelty["totals"],
+        "samples_per_second": round(tot["samples"] / sample_s, 1),
+        "goal_met": bool(
+            (tot["valid_rate"] or 0) >= 0.9 and (summ["unique_rate_of_valid"] or 0) >= 0.5
+        ),
     }
 
 
@@ -163,11 +244,12 @@ def main() -> int:
     ap.add_argument("--kim-epochs", type=int, default=5)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--skip-kim", action="store_true")
+    ap.add_argument("--skip-diversity", action="store_true")
     args = ap.parse_args()
     cfg = default_config()
     g = cfg["gan"]
     max_sites = g["data"]["max_sites"] or cfg["target"]["max_atoms"]
-    validity = ValiditySettings.from_dict(g["validity"])
+    validity = GANValiditySettings.from_config(g["validity"])
     t0 = time.perf_counter()
     data = G.training_set_from_store(
         ROOT / cfg["data"]["bundled"]["structures"],
@@ -226,7 +308,9 @@ def main() -> int:
         for name, counts in targets:
             imgs = G.sample_images(model_k, counts, 250, seed=1)
             res = [
-                check_validity(x, kim.spec, counts, validity, use_counts=st_k.mask_composition)
+                check_validity(
+                    x, kim.spec, counts, validity, use_counts=st_k.model.mask_composition
+                )
                 for x in imgs
             ]
             samples[name] = {
@@ -249,7 +333,13 @@ def main() -> int:
             "samples_per_composition": 250,
             "validity_by_composition": samples,
         }
-    result["validity_settings"] = validity.__dict__
+    if args.skip_diversity:
+        result["diversity"] = {"skipped": "--skip-diversity"}
+    else:
+        result["diversity"] = diversity(cfg, args.threads)
+        if not torch.cuda.is_available():
+            result["diversity"]["cuda"] = "no CUDA device on this machine"
+    result["validity_settings"] = validity.to_dict()
     result["peak_rss_mb"] = peak_rss_mb()
     write("gan", result)
     return 0

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -11,19 +12,24 @@ import torch
 from pymatgen.core import Lattice, Structure
 
 from matdisco.generate import gan as G
+from matdisco.generate.gan import nets as N
+from matdisco.generate.gan import train as T
 from matdisco.generate.pointcloud import PointCloudSpec, ValiditySettings, min_distances
+from matdisco.settings import GANSettings
 
 ELEMENTS = ("Mg", "Mn", "O")
-TINY = G.GANSettings(
-    latent_dim=8,
-    hidden=16,
-    distance_features=2,
-    epochs=4,
-    batch_size=8,
-    n_critic=2,
-    copies=2,
-    checkpoint_every=2,
+TINY = GANSettings.from_config(
+    {
+        "model": {"latent_dim": 8, "hidden": 16, "distance_features": 2},
+        "train": {"epochs": 4, "batch_size": 8, "n_critic": 2, "checkpoint_every": 2},
+        "augment": {"copies": 2},
+    }
 )
+
+
+def tiny(**train) -> GANSettings:
+    """TINY with other ``gan.train`` values."""
+    return replace(TINY, train=replace(TINY.train, **train))
 
 
 @pytest.fixture(scope="module")
@@ -79,9 +85,9 @@ def test_training_set(data, structures):
 
 def test_networks_shapes_and_masking(data):
     torch.manual_seed(0)
-    gen, critic, cls = G._build(data.spec, TINY)
+    gen, critic, cls = N._build(data.spec, TINY.model)
     masks = torch.as_tensor(data.masks()[:5], dtype=torch.float32)
-    x = gen(torch.randn(5, TINY.latent_dim), masks)
+    x = gen(torch.randn(5, TINY.model.latent_dim), masks)
     assert x.shape == (5, data.spec.n_rows, 3)
     atoms = x[:, 2:]
     occ = masks[:, 2:] > 0.5
@@ -100,7 +106,7 @@ def test_distance_features_and_contact_penalty(structures):
     spinel = structures[3]
     spec = PointCloudSpec(ELEMENTS, (2, 4, 8))
     x = torch.as_tensor(spec.encode(spinel)[None], dtype=torch.float32)
-    dist, pair_ok, occ = G._pair_distances(x, spec)
+    dist, pair_ok, occ = N._pair_distances(x, spec)
     D, R = min_distances(spinel)
     assert int(occ.sum()) == 14
     # shortest contact agrees with the exact periodic distances (oblique cell: upper bound)
@@ -126,20 +132,20 @@ def test_deterministic_and_resumes_after_kill(data, tmp_path, monkeypatch):
         data, TINY, seed=3, device="cpu", ckpt_dir=tmp_path / "a", threads=1
     )
     assert info_full["resumed_from_epoch"] == 0 and info_full["epochs_run"] == 4
-    assert (tmp_path / "a" / G.CKPT_NAME).exists()
+    assert (tmp_path / "a" / T.CKPT_NAME).exists()
 
-    real_order = G._epoch_order
+    real_order = T._epoch_order
 
     def crash_in_epoch_3(n, copies, seed, epoch):
         if epoch == 2:
             raise KeyboardInterrupt("simulated kill")
         return real_order(n, copies, seed, epoch)
 
-    monkeypatch.setattr(G, "_epoch_order", crash_in_epoch_3)
+    monkeypatch.setattr(T, "_epoch_order", crash_in_epoch_3)
     with pytest.raises(KeyboardInterrupt):
         G.train_gan(data, TINY, seed=3, device="cpu", ckpt_dir=tmp_path / "b", threads=1)
-    monkeypatch.setattr(G, "_epoch_order", real_order)
-    state = torch.load(tmp_path / "b" / G.CKPT_NAME, weights_only=False)
+    monkeypatch.setattr(T, "_epoch_order", real_order)
+    state = torch.load(tmp_path / "b" / T.CKPT_NAME, weights_only=False)
     assert state["epoch"] == 2
     assert not list((tmp_path / "b").glob(".*tmp"))  # atomic writes leave no temporaries
 
@@ -153,7 +159,7 @@ def test_deterministic_and_resumes_after_kill(data, tmp_path, monkeypatch):
     assert np.array_equal(hist_full[cols].to_numpy(), hist_res[cols].to_numpy())
 
     # extending training resumes from the final checkpoint too (2 + 2 epochs == 4 epochs)
-    short = G.GANSettings(**{**TINY.__dict__, "epochs": 2})
+    short = tiny(epochs=2)
     G.train_gan(data, short, seed=3, device="cpu", ckpt_dir=tmp_path / "c", threads=1)
     ext, _, info_ext = G.train_gan(
         data, TINY, seed=3, device="cpu", ckpt_dir=tmp_path / "c", threads=1
@@ -163,12 +169,12 @@ def test_deterministic_and_resumes_after_kill(data, tmp_path, monkeypatch):
 
     # other settings or another seed never resume from a foreign checkpoint (it is at epoch 4)
     shutil.copytree(tmp_path / "a", tmp_path / "d")
-    other = G.GANSettings(**{**TINY.__dict__, "lr": 2e-4, "epochs": 5})
+    other = tiny(lr=2e-4, epochs=5)
     _, _, info_other = G.train_gan(
         data, other, seed=3, device="cpu", ckpt_dir=tmp_path / "d", threads=1, time_limit_s=0
     )
     assert info_other["resumed_from_epoch"] == 0 and info_other["epochs_run"] == 1
-    one = G.GANSettings(**{**TINY.__dict__, "epochs": 5})
+    one = tiny(epochs=5)
     _, _, info4 = G.train_gan(
         data, one, seed=4, device="cpu", ckpt_dir=tmp_path / "a", threads=1, time_limit_s=0
     )
@@ -176,9 +182,7 @@ def test_deterministic_and_resumes_after_kill(data, tmp_path, monkeypatch):
 
 
 def test_save_load_sample_generate(data, tmp_path):
-    model, hist, _ = G.train_gan(
-        data, G.GANSettings(**{**TINY.__dict__, "epochs": 1}), seed=0, device="cpu"
-    )
+    model, hist, _ = G.train_gan(data, tiny(epochs=1), seed=0, device="cpu")
     path = tmp_path / "model.pt"
     G.save_model(model, path)
     back = G.load_model(path)
@@ -217,9 +221,7 @@ def test_save_load_sample_generate(data, tmp_path):
 def test_generate_from_model_writes_store(data, tmp_path):
     from matdisco.store import read_entries, read_structures
 
-    model, _, _ = G.train_gan(
-        data, G.GANSettings(**{**TINY.__dict__, "epochs": 1}), seed=0, device="cpu"
-    )
+    model, _, _ = G.train_gan(data, tiny(epochs=1), seed=0, device="cpu")
     G.save_model(model, tmp_path / "m.pt")
     # loose validity so that an untrained model yields some structures to write
     loose = {
@@ -232,11 +234,15 @@ def test_generate_from_model_writes_store(data, tmp_path):
     summary = G.generate_from_model(
         tmp_path / "m.pt",
         ["MgMn2O4"],
-        sample={"per_composition": 6, "max_sites": None},
-        validity=loose,
-        dedupe={"ltol": 0.2, "stol": 0.3, "angle_tol": 5.0},
-        seed=0,
-        device="cpu",
+        settings=GANSettings.from_config(
+            {
+                "sample": {"per_composition": 6, "max_sites": None},
+                "validity": loose,
+                "dedupe": {"ltol": 0.2, "stol": 0.3, "angle_tol": 5.0},
+                "seed": 0,
+                "device": "cpu",
+            }
+        ),
         out_store=tmp_path / "c.h5",
         out_cifs=tmp_path / "cifs",
         out_summary=tmp_path / "s.json",
@@ -265,9 +271,7 @@ def test_pick_device():
 
 
 def test_plot_history(tmp_path, data):
-    _, hist, _ = G.train_gan(
-        data, G.GANSettings(**{**TINY.__dict__, "epochs": 2}), seed=0, device="cpu"
-    )
+    _, hist, _ = G.train_gan(data, tiny(epochs=2), seed=0, device="cpu")
     assert list(hist["epoch"]) == [1, 2]
     G.plot_history(hist, tmp_path / "h.png")
     assert (tmp_path / "h.png").stat().st_size > 1000
@@ -276,10 +280,22 @@ def test_plot_history(tmp_path, data):
 def test_random_masks_within_limits():
     spec = PointCloudSpec(ELEMENTS, (2, 4, 8))
     rng = np.random.default_rng(0)
-    masks = G._random_masks(spec, 500, 9, rng)
+    masks = T._random_masks(spec, 500, 9, rng)
     counts = np.array([spec.counts_from_mask(m) for m in masks])
     assert (counts <= np.array(spec.slots)).all() and (counts >= 0).all()
     assert (counts.sum(1) >= 2).all() and (counts.sum(1) <= 9).all()
     assert len({tuple(c) for c in counts}) > 50  # varied
-    again = G._random_masks(spec, 500, 9, np.random.default_rng(0))
+    again = T._random_masks(spec, 500, 9, np.random.default_rng(0))
     assert np.array_equal(masks, again)
+
+
+def test_code_version_covers_every_gan_module():
+    """The checkpoint fingerprint's code hash is over the package's import closure."""
+    from pathlib import Path
+
+    from matdisco.provenance import import_closure
+
+    pkg = Path(T.__file__).parent
+    closure = set(import_closure(pkg / "__init__.py"))
+    assert set(pkg.glob("*.py")) - {pkg / "__init__.py"} <= closure
+    assert pkg.with_name("pointcloud.py") in closure

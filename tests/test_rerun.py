@@ -47,7 +47,7 @@ CONFIG_CASES = [
 # (case id, module file under src/ to edit, rule that must rerun)
 CODE_CASES = [
     ("matdisco.data.dedupe", "matdisco/data/dedupe.py", "build_store"),
-    ("matdisco.generate.gan", "matdisco/generate/gan.py", "train_gan"),
+    ("matdisco.generate.gan", "matdisco/generate/gan/train.py", "train_gan"),
     ("matdisco.classifier", "matdisco/classifier/train.py", "train_ehull_classifier"),
     ("matdisco.generate.targets", "matdisco/generate/targets.py", "generate_gan"),
 ]

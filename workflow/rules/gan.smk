@@ -14,19 +14,52 @@
 
 TARGETS.extend(
     [
+        out("gan/training_set.json"),
         out("gan/training.png"),
         out("generate/gan/candidates.h5"),
         out("generate/gan/summary.json"),
     ]
 )
 
+# The training structures: the substitution training set (gan.training_set.enabled) or the
+# store entries of the target system.
+GAN_TRAINING_STORE = (
+    out("gan/training_set.h5") if config["gan"]["training_set"]["enabled"] else out("data/entries.h5")
+)
+
 # The proposal table is an input only when no explicit compositions are configured.
 GAN_PROPOSALS = [] if config["generate"]["compositions"] else [out("proposals/proposals.csv")]
 
 
-rule train_gan:
+rule build_gan_training_set:
     input:
         store=out("data/entries.h5"),
+    output:
+        store=out("gan/training_set.h5"),
+        summary=out("gan/training_set.json"),
+    params:
+        elements=config["target"]["elements"],
+        oxidation_states=config["target"]["oxidation_states"],
+        max_atoms=config["target"]["max_atoms"],
+        settings=config["gan"]["training_set"],
+        code=script_code("../scripts/build_gan_training_set.py"),
+    log:
+        logf("build_gan_training_set"),
+    benchmark:
+        out("benchmarks/build_gan_training_set.tsv")
+    conda:
+        ENV
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=60,
+    script:
+        "../scripts/build_gan_training_set.py"
+
+
+rule train_gan:
+    input:
+        store=GAN_TRAINING_STORE,
     output:
         model=out("gan/model.pt"),
         history=out("gan/training.csv"),
@@ -65,6 +98,8 @@ rule generate_gan:
     input:
         model=out("gan/model.pt"),
         proposals=GAN_PROPOSALS,
+        training=GAN_TRAINING_STORE,
+        known=out("data/entries.h5"),
     output:
         store=out("generate/gan/candidates.h5"),
         cifs=directory(out("generate/gan/cifs")),

@@ -29,6 +29,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from matdisco.settings import GANValiditySettings
+
 if TYPE_CHECKING:
     from pymatgen.core import Structure
 
@@ -340,29 +342,8 @@ def augment(
 
 
 # -- validity -------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class ValiditySettings:
-    """Thresholds of the validity checks of generated structures.
-
-    Attributes:
-        min_distance_factor: two atoms closer than this times the sum of their covalent radii
-            (Cordero 2008, as tabulated in pymatgen) make a structure invalid.
-        min_distance: and never closer than this, Angstrom (an absolute floor).
-        min_angle: smallest allowed lattice angle, degrees (larger angles up to 180 - min_angle).
-        min_volume_per_atom: smallest allowed cell volume per atom, Angstrom^3.
-        max_volume_per_atom: largest allowed cell volume per atom, Angstrom^3.
-    """
-
-    min_distance_factor: float = 0.5
-    min_distance: float = 0.5
-    min_angle: float = 30.0
-    min_volume_per_atom: float = 2.0
-    max_volume_per_atom: float = 60.0
-
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any] | None) -> ValiditySettings:
-        """From a config mapping (unknown keys are an error)."""
-        return cls(**dict(d or {}))
+#: thresholds of the validity checks: the typed ``gan.validity`` config section
+ValiditySettings = GANValiditySettings
 
 
 def _covalent_radius(symbol: str) -> float:

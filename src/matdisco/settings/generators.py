@@ -15,6 +15,7 @@ __all__ = [
     "GenerateSettings",
     "TemplateSettings",
     "GANDataSettings",
+    "GANTrainingSetSettings",
     "GANAugmentSettings",
     "GANModelSettings",
     "GANTrainSettings",
@@ -104,6 +105,28 @@ class GANDataSettings(SettingsBase):
 
 
 @dataclass(frozen=True)
+class GANTrainingSetSettings(SettingsBase):
+    """``gan.training_set``: substitution training set (rule build_gan_training_set).
+
+    Attributes:
+        enabled: train on the substitution training set (true) or on the store entries of the
+            target system only (false)
+        max_cations: prototypes are store entries of the target anion(s) plus 1..max_cations
+            metals
+        max_orbits: cation site orbits enumerated per prototype; prototypes with more take
+            element-wise assignments only
+        prototypes: further prototypes by store id or reduced formula (any chemistry)
+    """
+
+    section: ClassVar[str] = "gan.training_set"
+
+    enabled: bool = True
+    max_cations: int = 2
+    max_orbits: int = 4
+    prototypes: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
 class GANAugmentSettings(SettingsBase):
     """Settings of config section ``gan.augment``.
 
@@ -139,6 +162,8 @@ class GANModelSettings(SettingsBase):
             within the slots, so compositions absent from the training set learn to avoid overlaps
         instance_noise: standard deviation of Gaussian noise on the occupied rows of the images the
             critic sees (0 = off)
+        diversity_weight: weight of the mode-seeking term (Mao et al. 2019) in the generator loss,
+            1 / (mean |G(z1) - G(z2)| / mean |z1 - z2|), against mode collapse (0 = off)
     """
 
     section: ClassVar[str] = "gan.model"
@@ -152,6 +177,7 @@ class GANModelSettings(SettingsBase):
     contact_margin: float = 0.75
     contact_random: bool = True
     instance_noise: float = 0.01
+    diversity_weight: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -246,6 +272,7 @@ class GANSettings(SettingsBase):
         seed: seed of the weights, data order, augmentation and sampling noise
         device: torch device; auto = CUDA when available, else CPU
         data: training set (store entries whose chemical system lies within target.elements)
+        training_set: ``gan.training_set``
         augment: ``gan.augment``
         model: ``gan.model``
         train: ``gan.train``
@@ -260,6 +287,7 @@ class GANSettings(SettingsBase):
     seed: int = 0
     device: str = "auto"
     data: GANDataSettings = field(default_factory=GANDataSettings)
+    training_set: GANTrainingSetSettings = field(default_factory=GANTrainingSetSettings)
     augment: GANAugmentSettings = field(default_factory=GANAugmentSettings)
     model: GANModelSettings = field(default_factory=GANModelSettings)
     train: GANTrainSettings = field(default_factory=GANTrainSettings)
