@@ -37,7 +37,13 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import peak_rss_mb, write  # noqa: E402
 
-from matdisco.generate.templates import TemplateLibrary, TemplateSettings, _anon_key, _ionic_volume, _oxidation_states  # noqa: E402
+from matdisco.core.composition import first_oxidation_guess  # noqa: E402
+from matdisco.generate.templates import (  # noqa: E402
+    TemplateLibrary,
+    TemplateSettings,
+    _anon_key,
+    _ionic_volume,
+)
 from matdisco.store import read_entries, read_structure_arrays  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -108,7 +114,7 @@ def volume_by_rule(lib: TemplateLibrary, parent_row: int, new_species: list[int]
     old = lib.arrays.species_z[a:b]
     v_tpl = abs(float(np.linalg.det(lib.arrays.lattice[parent_row])))
     ev = lib.element_volume
-    ox_a = _oxidation_states(lib.formula[parent_row])
+    ox_a = first_oxidation_guess(str(lib.formula[parent_row]))
     ox_t = lib._ox_target(target_formula)
     from pymatgen.core import Element
 
