@@ -86,7 +86,9 @@ def prototype_labels(arrays, rows: np.ndarray, workers: int) -> dict[int, str]:
             zs = sub.species_z[sub.site_offset[k] : sub.site_offset[k + 1]]
             u, c = np.unique(zs, return_counts=True)
             counts.append(dict(zip(u.tolist(), c.tolist(), strict=True)))
-        jobs.append((sub.lattice, sub.site_offset, sub.species_z.astype(np.int32), sub.frac_coords, counts))
+        jobs.append(
+            (sub.lattice, sub.site_offset, sub.species_z.astype(np.int32), sub.frac_coords, counts)
+        )
     if workers > 1:
         with ProcessPoolExecutor(workers) as ex:
             results = list(ex.map(_labels, jobs))
@@ -108,7 +110,9 @@ def _wilson(hits: int, n: int, z: float = 1.959964) -> list[float] | None:
     return [round(float(centre - half), 4), round(float(centre + half), 4)]
 
 
-def volume_by_rule(lib: TemplateLibrary, parent_row: int, new_species: list[int], target_formula: str) -> dict:
+def volume_by_rule(
+    lib: TemplateLibrary, parent_row: int, new_species: list[int], target_formula: str
+) -> dict:
     """Predicted cell volume of a candidate under each volume rule (same template, same sites)."""
     a, b = lib.arrays.site_offset[parent_row], lib.arrays.site_offset[parent_row + 1]
     old = lib.arrays.species_z[a:b]
@@ -137,9 +141,13 @@ def main() -> int:
     ap.add_argument("--store", default=str(ROOT / "resources/bundled/mp2018_structures.h5"))
     ap.add_argument("--workers", type=int, default=2, help="processes for the prototype labels")
     ap.add_argument("--top-k", type=int, default=5)
-    ap.add_argument("--oxidation-weight", type=float, default=None, help="override the default w_ox")
+    ap.add_argument(
+        "--oxidation-weight", type=float, default=None, help="override the default w_ox"
+    )
     ap.add_argument("--fallback", default="when_needed", choices=["never", "when_needed", "always"])
-    ap.add_argument("--label-cache", default=None, help="JSON file caching the prototype labels (optional)")
+    ap.add_argument(
+        "--label-cache", default=None, help="JSON file caching the prototype labels (optional)"
+    )
     ap.add_argument("--name", default="templates_loo")
     ap.add_argument(
         "--eligible-only",
@@ -221,7 +229,9 @@ def main() -> int:
             rec["matched_template"] = c.parent
             rec["matched_distance"] = c.template_distance
             rec["matched_method"] = c.method
-            rec["volume_rel_error"] = {k2: round(v / n_c / v_true - 1.0, 4) for k2, v in vols.items()}
+            rec["volume_rel_error"] = {
+                k2: round(v / n_c / v_true - 1.0, 4) for k2, v in vols.items()
+            }
         records.append(rec)
         if (k + 1) % 25 == 0:
             done = [x for x in records if x["rank"] is not None]
@@ -254,7 +264,9 @@ def main() -> int:
     recovery_by_subset = {name: recovery(sub) for name, sub in subsets.items()}
     vol_err = {}
     for rule in ("element_volumes", "ionic_radii", "template"):
-        errs = np.array([abs(x["volume_rel_error"][rule]) for x in records if "volume_rel_error" in x])
+        errs = np.array(
+            [abs(x["volume_rel_error"][rule]) for x in records if "volume_rel_error" in x]
+        )
         if len(errs):
             vol_err[rule] = {
                 "median_abs_rel_error": round(float(np.median(errs)), 4),
@@ -266,14 +278,18 @@ def main() -> int:
         args.name,
         {
             "description": __doc__.split("\n\n")[1].replace("\n", " "),
-            "store": str(Path(args.store).relative_to(ROOT)) if str(args.store).startswith(str(ROOT)) else args.store,
+            "store": str(Path(args.store).relative_to(ROOT))
+            if str(args.store).startswith(str(ROOT))
+            else args.store,
             "n_compounds": n,
             "eligible_ternaries": int(len(eligible)),
             "ternaries_labelled": int(len(tern)),
             "seed": args.seed,
             "settings": {**settings.__dict__},
             "population": "shared-prototype ternaries" if args.eligible_only else "all ternaries",
-            "fraction_of_ternaries_with_shared_prototype": round(len(eligible) / max(len(tern), 1), 4),
+            "fraction_of_ternaries_with_shared_prototype": round(
+                len(eligible) / max(len(tern), 1), 4
+            ),
             "fraction_of_ternaries_experimental": round(float(experimental[tern].mean()), 4),
             "recovery": recovery_by_subset,
             "top1": frac(1),
@@ -283,10 +299,13 @@ def main() -> int:
             "goal_top5": 0.5,
             "no_candidates": int(sum(1 for x in records if x["n_candidates"] == 0)),
             "recovered_by_method": {
-                m: int(sum(1 for x in records if x.get("matched_method") == m)) for m in ("substitution", "site_split")
+                m: int(sum(1 for x in records if x.get("matched_method") == m))
+                for m in ("substitution", "site_split")
             },
             "matched_distance_percentiles": (
-                {p: round(float(np.percentile(matched_d, p)), 3) for p in (50, 90, 100)} if matched_d else {}
+                {p: round(float(np.percentile(matched_d, p)), 3) for p in (50, 90, 100)}
+                if matched_d
+                else {}
             ),
             "volume_error_of_recovered": vol_err,
             "seconds": {

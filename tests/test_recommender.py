@@ -438,7 +438,7 @@ def test_popularity_and_charge_balanced_baselines_are_computed_and_reported(tmp_
     calls = _spy_evaluation(monkeypatch)
     metrics = R.evaluate_recommender(store, tmp_path / "m.json", settings)
     on_disk = json.loads((tmp_path / "m.json").read_text())
-    for n, (kind, space, flat, hide) in enumerate(calls["split"]):
+    for kind, space, flat, hide in calls["split"]:
         res = on_disk["splits"][kind]
         assert res["weight_per_sample"] == pytest.approx(1.0)
         # independent recomputation of the popularity recall@k over every candidate cell
