@@ -15,10 +15,17 @@ charge-balanced with the elements' ICSD-common oxidation states (the same filter
 ``propose`` stage); hidden compounds outside the pool are not counted (reported as unreachable).
 "Known stable compounds" are the experimentally reported (ICSD-linked) compositions of the store.
 
+Baselines beside the tensor recommender (``exploit``): the element x ratio ``popularity`` model
+(refitted after every round like the tensor) and random order over the charge-balanced pool
+(exact expectation; ``random`` is one simulated draw of it). Every seed picks its own systems;
+the intervals are 95 % bootstrap intervals over all (seed, system) campaigns, and the ratio per
+seed is listed beside.
+
 Usage::
 
     python benchmarks/recommender_campaign.py [--store resources/bundled/mp2018_structures.h5]
-        [--systems 8] [--batch 5] [--classifier results/default/classifier/model.pkl]
+        [--systems 20] [--seeds 0,1,2,3,4] [--batch 5]
+        [--classifier results/default/classifier/model.pkl]
 
 Writes ``benchmarks/results/recommender_campaign.json``.
 """
@@ -41,6 +48,9 @@ from matdisco.settings import RecommenderSettings
 from matdisco.store import read_entries
 
 log = logging.getLogger("matdisco.campaign")
+
+#: bootstrap resamples (over system campaigns) behind the 95 % intervals
+N_BOOTSTRAP = 2000
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -89,6 +99,13 @@ def random_expectation(n_pool: int, m: int) -> dict[str, float]:
     }
 
 
+def _popularity(space: R.TernarySpace, known: list[str]) -> Any:
+    """The popularity baseline (product of element and ratio frequencies) of the known cells."""
+    ternary = [f for f in known if (c := R.integer_composition(f)) is not None and len(c) == 3]
+    cells, _ = space.cells(ternary)
+    return R.fit_popularity(space, space.unflat(np.unique(space.flat(cells))))
+
+
 def run_campaign(
     acquisition: str,
     space: R.TernarySpace,
@@ -104,10 +121,12 @@ def run_campaign(
     p_stable: dict[int, tuple[np.ndarray, np.ndarray]] | None,
     refit: bool,
     base: R.Recommender,
+    seed: int = 0,
 ) -> dict[str, Any]:
     """One campaign; returns the proposal index (1-based) at which each target was found."""
     known = list(train_known)
     rec = base
+    pop = _popularity(space, known) if acquisition == "popularity" else None
     queried: dict[int, list[int]] = {sid: [] for sid in pools}
     found_at: dict[int, list[int]] = {sid: [] for sid in pools}
     fits = 0
@@ -127,8 +146,11 @@ def run_campaign(
             cand = pool[mask]
             formulas = space.formula_strings(space.unflat(cand))
             if acquisition == "random":
-                rng = np.random.default_rng(1000 + sid + 7919 * _round)
+                rng = np.random.default_rng(1000 + sid + 7919 * _round + 104729 * seed)
                 order = rng.permutation(len(cand))
+            elif acquisition == "popularity":  # baseline: element x ratio popularity, refitted
+                score = pop.score_cells(space.unflat(cand))
+                order = np.lexsort((np.asarray(formulas), -score))
             else:
                 sc = rec.score_formulas(formulas)
                 p = sp = None
@@ -150,7 +172,11 @@ def run_campaign(
                 if int(c) in targets[sid]:
                     found_at[sid].append(len(queried[sid]))
                     new_found.append(space.formula(space.unflat(np.array([c]))[0]))
-        if refit and new_found and acquisition != "random":
+        if refit and new_found and acquisition == "popularity":
+            known += new_found
+            pop = _popularity(space, known)
+            fits += 1
+        elif refit and new_found and acquisition != "random":
             known += new_found
             rec = R.fit_recommender(known, settings, space=space, warm_start=rec)
             fits += 1
@@ -169,61 +195,71 @@ def run_campaign(
     return {"systems": out, "refits": fits, "seconds": round(time.perf_counter() - t0, 1)}
 
 
-def main(argv: list[str] | None = None) -> dict[str, Any]:
-    """Run the campaigns and write the JSON; returns what was written."""
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument(
-        "--store",
-        default=str(ROOT / "resources/bundled/mp2018_structures.h5"),
-        help="entry store (entries.h5)",
-    )
-    ap.add_argument("--out", default=str(ROOT / "benchmarks/results/recommender_campaign.json"))
-    ap.add_argument(
-        "--systems",
-        type=int,
-        default=8,
-        help="number of chemical systems whose known compounds are hidden",
-    )
-    ap.add_argument(
-        "--min-known",
-        type=int,
-        default=3,
-        help="only systems with at least this many known compositions",
-    )
-    ap.add_argument("--anion", default="O", help="only systems containing this element ('' = any)")
-    ap.add_argument("--batch", type=int, default=5, help="proposals per system per round")
-    ap.add_argument("--max-rounds", type=int, default=60)
-    ap.add_argument("--max-atoms", type=int, default=20)
-    ap.add_argument("--no-charge-filter", action="store_true", help="pool = every grid ratio")
-    ap.add_argument(
-        "--no-refit", action="store_true", help="do not refit the recommender after each round"
-    )
-    ap.add_argument("--acquisitions", default="exploit,ucb,explore,random")
-    ap.add_argument("--kappa", type=float, default=1.0)
-    ap.add_argument("--classifier", default=None, help="E_hull classifier model.pkl (optional)")
-    ap.add_argument("--classifier-weight", type=float, default=0.5)
-    ap.add_argument("--n-bootstrap", type=int, default=3)
-    ap.add_argument("--seed", type=int, default=0)
-    args = ap.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-    t0 = time.perf_counter()
+def _system_values(res: dict[str, Any], info: dict[str, Any]) -> list[dict[str, float]]:
+    """Per reachable system: proposals to the first / half / all (the pool size if not found)
+    and the exact expectation of random order over the same (charge-balanced) pool."""
+    rows = []
+    for sid, r in res["systems"].items():
+        if info[sid]["n_reachable"] == 0:
+            continue
+        row: dict[str, float] = {}
+        for key in ("first", "half", "all"):
+            row[key] = float(info[sid]["n_pool"]) if r[key] is None else float(r[key])
+            row[f"random_{key}"] = info[sid]["random_expected"][key]
+        row["complete"] = float(r["all"] is not None)
+        rows.append(row)
+    return rows
 
-    settings = RecommenderSettings.from_config(
-        {
-            "n_bootstrap": args.n_bootstrap,
-            "n_quantile_samples": 20000,
-            "max_atoms": args.max_atoms,
-            "seed": args.seed,
+
+def _summarise(
+    rows: list[dict[str, float]], per_seed: list[list[dict[str, float]]], rng: np.random.Generator
+) -> dict[str, Any]:
+    """Total-proposal ratio to random (lower is better) with a 95 % bootstrap interval over the
+    system campaigns, the mean per-system ratio, and the spread of the ratio over seeds."""
+    out: dict[str, Any] = {"n_system_campaigns": len(rows)}
+    if not rows:
+        return out
+    idx = rng.integers(0, len(rows), size=(N_BOOTSTRAP, len(rows)))
+    for key in ("first", "half", "all"):
+        v = np.array([r[key] for r in rows])
+        e = np.array([r[f"random_{key}"] for r in rows])
+        ratio = v.sum() / e.sum()
+        boot = v[idx].sum(1) / e[idx].sum(1)
+        per_sys = v / e
+        seeds = [
+            sum(r[key] for r in rs) / sum(r[f"random_{key}"] for r in rs) for rs in per_seed if rs
+        ]
+        out[key] = {
+            "proposals_total": float(v.sum()),
+            "random_expected_total": float(e.sum()),
+            "ratio_to_random": float(ratio),
+            "ratio_to_random_ci95": [float(x) for x in np.percentile(boot, [2.5, 97.5])],
+            "mean_per_system_ratio": float(per_sys.mean()),
+            "mean_per_system_ratio_ci95": [
+                float(x) for x in np.percentile(per_sys[idx].mean(1), [2.5, 97.5])
+            ],
+            "ratio_per_seed": [float(x) for x in seeds],
         }
-    )
-    entries = read_entries(args.store, ["formula", "is_experimental"])
+    out["fraction_complete"] = float(np.mean([r["complete"] for r in rows]))
+    return out
+
+
+def run_seed(
+    args: argparse.Namespace,
+    seed: int,
+    entries: Any,
+    settings: RecommenderSettings,
+    p_model: str | None,
+) -> dict[str, Any]:
+    """One seed: pick systems, hide them, run every acquisition's campaign."""
+    t0 = time.perf_counter()
     known_all = R.known_formulas(entries, "experimental")
     ternary = [f for f in known_all if (c := R.integer_composition(f)) is not None and len(c) == 3]
     space = _space_for(ternary, settings)
     cells, pos = space.cells(ternary)
     flat = space.flat(cells)
     systems = pick_systems(
-        space, np.unique(flat), args.systems, args.min_known, args.anion or None, args.seed
+        space, np.unique(flat), args.systems, args.min_known, args.anion or None, seed
     )
     L = len(space.ratios)
     hidden_formulas = {ternary[p] for p, f in zip(pos, flat, strict=True) if f // L in systems}
@@ -248,23 +284,16 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             ),
             "random_expected": random_expectation(len(pools[sid]), len(targets[sid])),
         }
-        log.info(
-            "%s: %d hidden (%d in a pool of %d)", name, n_hidden, len(targets[sid]), len(pools[sid])
-        )
-
+    log.info("seed %d: %d systems, %d hidden", seed, len(systems), len(hidden_formulas))
     base = R.fit_recommender(train_known, settings, space=space)
     p_stable = None
-    if args.classifier:
+    if p_model:
         p_stable = {}
         for sid in systems:
-            clf = R.classifier_scores(
-                args.classifier, space.formula_strings(space.unflat(pools[sid]))
-            )
+            clf = R.classifier_scores(p_model, space.formula_strings(space.unflat(pools[sid])))
             p_stable[sid] = (clf["p_stable"].to_numpy(), clf["p_stable_std"].to_numpy())
-
     results: dict[str, Any] = {}
     for acq in args.acquisitions.split(","):
-        log.info("campaign: %s", acq)
         results[acq] = run_campaign(
             acq,
             space,
@@ -279,61 +308,156 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             p_stable=p_stable,
             refit=not args.no_refit,
             base=base,
+            seed=seed,
         )
-
-    summary: dict[str, Any] = {}
-    for acq, res in results.items():
-        tot = {"first": 0.0, "half": 0.0, "all": 0.0}
-        rnd = {"first": 0.0, "half": 0.0, "all": 0.0}
-        ratios: dict[str, list[float]] = {"first": [], "half": [], "all": []}
-        complete = True
-        for sid, r in res["systems"].items():
-            if info[sid]["n_reachable"] == 0:
-                continue
-            for key in tot:
-                if r[key] is None:  # not found within max_rounds: count the whole pool
-                    complete = False
-                    value = float(info[sid]["n_pool"])
-                else:
-                    value = float(r[key])
-                tot[key] += value
-                rnd[key] += info[sid]["random_expected"][key]
-                ratios[key].append(value / info[sid]["random_expected"][key])
-        summary[acq] = {
-            "proposals_total": tot,
-            "random_expected_total": rnd,
-            "ratio_to_random": {k: tot[k] / rnd[k] if rnd[k] else None for k in tot},
-            "mean_per_system_ratio": {
-                k: float(np.mean(v)) if v else None for k, v in ratios.items()
-            },
-            "all_found": complete,
-        }
-    out = {
-        "description": (
-            "proposals needed (counting each proposed composition) to find the first, half and all hidden "
-            "known compounds of each system, vs the exact expectation for random order over the same pool; "
-            "ratio_to_random = total proposals / total random expectation (lower is better, 1 = random)"
-        ),
-        "settings": {**vars(args), "recommender": settings.to_dict()},
+        log.info(
+            "seed %d %s: %.1f s, %d refits",
+            seed,
+            acq,
+            results[acq]["seconds"],
+            results[acq]["refits"],
+        )
+    return {
+        "seed": seed,
         "n_train_known": len(train_known),
         "systems": info,
         "results": results,
+        "seconds": round(time.perf_counter() - t0, 1),
+    }
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    """Run the campaigns over every seed and write the JSON; returns what was written."""
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument(
+        "--store",
+        default=str(ROOT / "resources/bundled/mp2018_structures.h5"),
+        help="entry store (entries.h5)",
+    )
+    ap.add_argument("--out", default=str(ROOT / "benchmarks/results/recommender_campaign.json"))
+    ap.add_argument(
+        "--systems",
+        type=int,
+        default=20,
+        help="number of chemical systems whose known compounds are hidden (per seed)",
+    )
+    ap.add_argument(
+        "--min-known",
+        type=int,
+        default=3,
+        help="only systems with at least this many known compositions",
+    )
+    ap.add_argument("--anion", default="O", help="only systems containing this element ('' = any)")
+    ap.add_argument("--batch", type=int, default=5, help="proposals per system per round")
+    ap.add_argument("--max-rounds", type=int, default=60)
+    ap.add_argument("--max-atoms", type=int, default=20)
+    ap.add_argument("--no-charge-filter", action="store_true", help="pool = every grid ratio")
+    ap.add_argument(
+        "--no-refit", action="store_true", help="do not refit the models after each round"
+    )
+    ap.add_argument(
+        "--acquisitions",
+        default="exploit,popularity,random",
+        help="comma list of exploit, ucb, explore (tensor recommender), popularity, random",
+    )
+    ap.add_argument("--kappa", type=float, default=1.0)
+    ap.add_argument("--classifier", default=None, help="E_hull classifier model.pkl (optional)")
+    ap.add_argument("--classifier-weight", type=float, default=0.5)
+    ap.add_argument(
+        "--n-bootstrap",
+        type=int,
+        default=None,
+        help="recommender bootstrap refits (default: 3 with ucb/explore, else 0: exploit "
+        "ranks by the main model only)",
+    )
+    ap.add_argument("--seeds", default="0,1,2,3,4", help="comma list of seeds (>= 5 for intervals)")
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    t0 = time.perf_counter()
+    acqs = args.acquisitions.split(",")
+    n_boot = args.n_bootstrap
+    if n_boot is None:
+        n_boot = 3 if {"ucb", "explore"} & set(acqs) else 0
+    seeds = [int(x) for x in args.seeds.split(",")]
+    settings = RecommenderSettings.from_config(
+        {
+            "n_bootstrap": n_boot,
+            "n_quantile_samples": 20000,
+            "max_atoms": args.max_atoms,
+        }
+    )
+    entries = read_entries(args.store, ["formula", "is_experimental"])
+    runs = [run_seed(args, seed, entries, settings, args.classifier) for seed in seeds]
+
+    rng = np.random.default_rng(12345)
+    summary: dict[str, Any] = {}
+    for acq in acqs:
+        per_seed = [_system_values(r["results"][acq], r["systems"]) for r in runs]
+        rows = [row for rs in per_seed for row in rs]
+        summary[acq] = _summarise(rows, per_seed, rng)
+    # paired: the same (seed, system) campaigns under two acquisitions
+    paired: dict[str, Any] = {}
+    for model in [a for a in acqs if a not in ("popularity", "random")]:
+        if "popularity" not in acqs:
+            break
+        rows_m = [r for run in runs for r in _system_values(run["results"][model], run["systems"])]
+        rows_p = [
+            r for run in runs for r in _system_values(run["results"]["popularity"], run["systems"])
+        ]
+        idx = rng.integers(0, len(rows_m), size=(N_BOOTSTRAP, len(rows_m)))
+        comp = {}
+        for key in ("first", "half", "all"):
+            vm = np.array([r[key] for r in rows_m])
+            vp = np.array([r[key] for r in rows_p])
+            comp[key] = {
+                "proposals_ratio": float(vm.sum() / vp.sum()),
+                "proposals_ratio_ci95": [
+                    float(x) for x in np.percentile(vm[idx].sum(1) / vp[idx].sum(1), [2.5, 97.5])
+                ],
+            }
+        paired[f"{model}_vs_popularity"] = comp
+    out = {
+        "description": (
+            "proposals needed (counting each proposed composition) to find the first, half and "
+            "all hidden known compounds of each system, vs the exact expectation of random order "
+            "over the same charge-balanced pool (= the charge-balanced random baseline); "
+            "ratio_to_random = total proposals / total random expectation (lower is better, "
+            "1 = random), 95 % bootstrap interval over the system campaigns of all seeds; "
+            "popularity = the element x ratio popularity baseline, refitted like the tensor; a "
+            "target not found within max_rounds counts as the whole pool"
+        ),
+        "settings": {**vars(args), "recommender": settings.to_dict()},
+        "n_seeds": len(seeds),
+        "n_systems_per_seed": args.systems,
+        "n_bootstrap_intervals": N_BOOTSTRAP,
         "summary": summary,
+        "paired_vs_popularity": paired,
+        "paired_note": (
+            "total proposals of the model / total of the popularity baseline over the same "
+            "(seed, system) campaigns; < 1 = the model needs fewer; paired bootstrap interval"
+        ),
+        "runs": runs,
         "classifier_note": (
-            "the classifier (if used) was trained on MP E_hull labels that include the hidden compounds"
+            "the classifier (if used) was trained on MP E_hull labels that include the hidden "
+            "compounds"
             if args.classifier
             else "classifier not used"
         ),
-        "seconds": round(time.perf_counter() - t0, 1),
+        "wall_seconds": round(time.perf_counter() - t0, 1),
+        "machine_note": "shared 2-core machine, OMP_NUM_THREADS as set by the caller",
     }
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(out, indent=2, default=float) + "\n")
     for acq, s in summary.items():
-        log.info(
-            "%-8s ratio to random: first %.3f, half %.3f, all %.3f",
-            acq,
-            *(s["ratio_to_random"][k] for k in ("first", "half", "all")),
-        )
+        if "all" in s:
+            log.info(
+                "%-10s ratio to random (first/half/all): %.3f %s / %.3f / %.3f",
+                acq,
+                s["first"]["ratio_to_random"],
+                s["first"]["ratio_to_random_ci95"],
+                s["half"]["ratio_to_random"],
+                s["all"]["ratio_to_random"],
+            )
     return out
 
 

@@ -13,6 +13,8 @@ Writes benchmarks/results/relax.json with:
     stop against the reference hull (the config defaults);
   - ``project_serial``: the same path on one shard in one process (one core).
   Every mode relaxes the same candidates with the same seeded rattle, fmax 0.1 and <= 200 steps.
+  By default the project modes also pre-screen and stop early (less work than the naive loop);
+  ``--equal-work`` switches that off so both sides do the same work (quote only that speedup).
   Wall and CPU seconds are recorded: the machine is shared, so the load average is recorded too.
 * ``agreement``: relaxed energies of the project path vs the naive loop, and candidates the
   pre-screen / early stop dropped although the naive loop relaxed them to <= 200 meV/atom.
@@ -45,6 +47,13 @@ from _common import peak_rss_mb, write  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 RELAX = {"fmax": 0.1, "steps": 200, "rattle": 0.02, "seed": 0}
+#: the project path's pre-screen / early stop (config defaults); ``--equal-work`` switches it off
+PRESCREEN = {
+    "enabled": True,
+    "max_e_above_hull": None,
+    "early_stop_e_above_hull": 0.5,
+    "early_stop_after_steps": 100,
+}
 
 NAIVE = textwrap.dedent(
     """
@@ -85,12 +94,10 @@ SHARD = textwrap.dedent(
     import json, sys, time, warnings
     warnings.filterwarnings("ignore")
     from matdisco.relax.shards import run_shard
-    shard, out, progress, reference, cfg = sys.argv[1:6]
+    shard, out, progress, reference, cfg, pre = sys.argv[1:7]
     t0 = time.perf_counter()
     meta = run_shard(shard, out, progress, backend="chgnet", relax=json.loads(cfg),
-                     prescreen={"enabled": True, "max_e_above_hull": None,
-                                "early_stop_e_above_hull": 0.5, "early_stop_after_steps": 100},
-                     reference_path=reference, threads=1)
+                     prescreen=json.loads(pre), reference_path=reference, threads=1)
     print(json.dumps({"wall_s": time.perf_counter() - t0, "counts": meta["counts"]}))
     """
 )
@@ -228,6 +235,12 @@ def main() -> int:
         "--skip-naive-recipe", action="store_true", help="skip the (slow) naive recipe mode"
     )
     ap.add_argument(
+        "--equal-work",
+        action="store_true",
+        help="project modes without pre-screen / early stop, so every candidate gets the same "
+        "relaxation as in the naive loop (the only fair throughput comparison)",
+    )
+    ap.add_argument(
         "--workdir",
         default=None,
         help="keep intermediate files here (a rerun resumes the reference)",
@@ -246,8 +259,11 @@ def main() -> int:
     naive_env = {
         k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS")
     }
+    prescreen = {"enabled": False} if args.equal_work else PRESCREEN
     result: dict = {
         "relax_settings": RELAX,
+        "project_prescreen": prescreen,
+        "equal_work": bool(args.equal_work),
         "load_at_start": [round(x, 2) for x in os.getloadavg()],
     }
     with tempfile.TemporaryDirectory() as tmp_:
@@ -351,6 +367,7 @@ def main() -> int:
                     str(d / f"{s.stem}.progress"),
                     str(tmp / "ref.csv"),
                     json.dumps({**RELAX, "batched": True}),
+                    json.dumps(prescreen),
                 ]
                 for s in shards
             ]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 
 import numpy as np
@@ -333,3 +334,46 @@ def test_propose_bad_settings_fail_before_output(tmp_path):
     with pytest.raises(SettingsError, match="propose.n_topp"):
         P.propose(**kwargs, settings={"n_topp": 3})
     assert not (tmp_path / "p.csv").exists() and not (tmp_path / "p.png").exists()
+
+
+def test_ranking_summary_against_random_over_the_pool():
+    from matdisco.propose.summary import ranking_summary
+
+    acq = np.array([0.9, 0.8, 0.7, 0.1, np.nan])
+    known = np.array([True, False, False, True, False])
+    s = ranking_summary(acq, known, n_enumerated=12, n_top=2)
+    assert s["n_pool_charge_balanced"] == 5 and s["n_known_in_pool"] == 2
+    assert s["n_unknown_in_pool"] == 3 and s["n_selected"] == 2
+    # positions 0 (first) and 3 of 0..4: mean fraction (0 + 3 / 4) / 2; random order gives 0.5
+    assert s["known_rank_fraction"] == pytest.approx(0.375)
+    assert s["known_in_top"] == pytest.approx(1.0)  # only the first is within the top 2
+    assert s["known_in_top_random"] == pytest.approx(2 * 2 / 5)
+    assert "in-sample" in s["note"]
+
+
+def test_propose_writes_the_summary(tmp_path):
+    store = tmp_path / "entries.h5"
+    write_tiny_store(store, {**STORE_FORMULAS, "MgMnO3": 1})
+    R.train_recommender(
+        store,
+        tmp_path / "rec.pkl",
+        {"n_bootstrap": 0, "n_quantile_samples": 200},
+        target_elements=["Mg", "Mn", "O"],
+    )
+    table = P.propose(
+        store=store,
+        recommender_model=tmp_path / "rec.pkl",
+        classifier_model=None,
+        out_csv=tmp_path / "p.csv",
+        out_png=None,
+        elements=["Mg", "Mn", "O"],
+        oxidation_states={"Mn": [2, 4]},
+        max_atoms=6,
+        settings={"acquisition": "exploit", "n_top": 2},
+        out_summary=tmp_path / "summary.json",
+    )
+    s = json.loads((tmp_path / "summary.json").read_text())
+    assert s["n_pool_charge_balanced"] == len(table)
+    assert s["n_known_in_pool"] == int(table["known"].sum()) == 1
+    assert 0.0 <= s["known_rank_fraction"] <= 1.0 and s["known_rank_fraction_random"] == 0.5
+    assert s["acquisition"] == "exploit"

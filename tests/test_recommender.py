@@ -370,3 +370,129 @@ def test_settings_mapping_and_errors(tmp_path):
     with pytest.raises(SettingsError, match="recommender.evaluation.seed"):
         R.evaluate_recommender(store, tmp_path / "m.json", {"evaluation": {"seed": "x"}})
     assert not (tmp_path / "model.pkl").exists() and not (tmp_path / "m.json").exists()
+
+
+# ------------------------------------------------------------------ held-out split and baselines
+
+
+def _spy_evaluation(monkeypatch):
+    """Record what the evaluation splits off and what every model is fitted on (real functions)."""
+    calls: dict[str, list] = {"split": [], "tucker": [], "popularity": [], "matrix": []}
+    real_split, real_tucker = RE._split, RE.tucker_hooi
+    real_pop, real_matrix = RE.fit_popularity, RE.fit_matrix
+
+    def split(flat, space, kind, fraction, rng):
+        hide = real_split(flat, space, kind, fraction, rng)
+        calls["split"].append((kind, space, flat.copy(), hide.copy()))
+        return hide
+
+    def tucker(shape, coords, *a, **k):
+        calls["tucker"].append(np.asarray(coords).copy())
+        return real_tucker(shape, coords, *a, **k)
+
+    def popularity(space, cells, *a, **k):
+        calls["popularity"].append(np.asarray(cells).copy())
+        return real_pop(space, cells, *a, **k)
+
+    def matrix(space, cells, *a, **k):
+        calls["matrix"].append(np.asarray(cells).copy())
+        return real_matrix(space, cells, *a, **k)
+
+    monkeypatch.setattr(RE, "_split", split)
+    monkeypatch.setattr(RE, "tucker_hooi", tucker)
+    monkeypatch.setattr(RE, "fit_popularity", popularity)
+    monkeypatch.setattr(RE, "fit_matrix", matrix)
+    return calls
+
+
+def test_held_out_cells_are_absent_from_the_fitted_tensor(tmp_path, monkeypatch):
+    store = tmp_path / "entries.h5"
+    write_tiny_store(store)
+    settings = RecommenderSettings.from_config(
+        {"evaluation": {"n_sample_candidates": 2000, "holdout_fraction": 0.3}}
+    )
+    calls = _spy_evaluation(monkeypatch)
+    metrics = R.evaluate_recommender(store, tmp_path / "m.json", settings)
+    assert [c[0] for c in calls["split"]] == ["random", "chemsys"]
+    assert len(calls["tucker"]) == len(calls["popularity"]) == len(calls["matrix"]) == 2
+    for n, (kind, space, flat, hide) in enumerate(calls["split"]):
+        hidden, train = set(flat[hide].tolist()), set(flat[~hide].tolist())
+        assert hidden and train
+        assert metrics["splits"][kind]["n_hidden_cells"] == len(hidden)
+        for model in ("tucker", "popularity", "matrix"):
+            fitted = set(space.flat(calls[model][n]).tolist())
+            assert fitted == train, (kind, model)  # every training cell, no held-out one
+            assert not fitted & hidden, (kind, model)
+        if kind == "chemsys":  # whole systems held out: no training cell shares one
+            L = len(space.ratios)
+            assert not {c // L for c in hidden} & {c // L for c in train}
+
+
+def test_popularity_and_charge_balanced_baselines_are_computed_and_reported(tmp_path, monkeypatch):
+    store = tmp_path / "entries.h5"
+    write_tiny_store(store)
+    # more negatives than unknown cells: the "sample" is every unknown cell, so ranks are exact
+    settings = RecommenderSettings.from_config(
+        {"evaluation": {"n_sample_candidates": 10**6, "holdout_fraction": 0.3}}
+    )
+    calls = _spy_evaluation(monkeypatch)
+    metrics = R.evaluate_recommender(store, tmp_path / "m.json", settings)
+    on_disk = json.loads((tmp_path / "m.json").read_text())
+    for kind, space, flat, hide in calls["split"]:
+        res = on_disk["splits"][kind]
+        assert res["weight_per_sample"] == pytest.approx(1.0)
+        # independent recomputation of the popularity recall@k over every candidate cell
+        pop = RT.fit_popularity(space, space.unflat(flat[~hide]))
+        all_flat = np.arange(space.n_cells)
+        cand = all_flat[~np.isin(all_flat, flat[~hide])]
+        s_all = pop.score_cells(space.unflat(cand))
+        s_hid = pop.score_cells(space.unflat(flat[hide]))
+        for f in settings.evaluation.top_k:
+            k = max(1.0, round(f * len(cand)))
+            greater = (s_all[None, :] > s_hid[:, None]).sum(1)
+            equal = (s_all[None, :] == s_hid[:, None]).sum(1)
+            expected = np.clip((k - greater) / equal, 0, 1).mean()
+            tag = f"{100 * f:g}%"
+            got = res["methods"]["popularity"][f"recall@{tag}"]
+            assert got == pytest.approx(expected)
+            lo, hi = res["methods"]["popularity"][f"recall@{tag}_ci95"]
+            assert lo <= got + 1e-12 and got <= hi + 1e-12
+            comp = res["comparisons"]["tensor_vs_popularity"][tag]
+            assert comp["recall_baseline"] == pytest.approx(got)
+            assert comp["recall_tensor"] == pytest.approx(res["methods"]["tensor"][f"recall@{tag}"])
+            assert "tensor_vs_charge_balanced_random" in res["comparisons"]
+            cb = res["methods"]["charge_balanced_random"][f"recall@{tag}"]
+            assert 0.0 <= cb <= 1.0
+            assert metrics["headline"][kind][tag]["recall_popularity"] == pytest.approx(got)
+        assert 0 < res["charge_balance"]["fraction_of_unknown_cells"] < 1
+    assert "popularity" in on_disk["description"]
+
+
+def test_charge_balanced_random_expectation():
+    hidden_cb = np.array([True, False])
+    m, hits = RE._charge_balanced_random(
+        hidden_cb, n_cb=10.0, n_candidates=100.0, fractions=[0.05, 0.2]
+    )
+    # k = 5 < 10 balanced candidates: the balanced compound is found with p 5/10, the other never
+    assert hits["5%"].tolist() == [0.5, 0.0]
+    assert m["recall@5%"] == pytest.approx(0.25) and m["enrichment@5%"] == pytest.approx(5.0)
+    # k = 20: all 10 balanced first, then 10 of the 90 others
+    assert hits["20%"].tolist() == pytest.approx([1.0, 10 / 90])
+
+
+def test_vectorised_charge_balance_matches_core():
+    from matdisco.core.composition import charge_balance_possible
+    from matdisco.recommender.space import ChargeBalance
+
+    space = R.TernarySpace.build(["Li", "Fe", "Mn", "O", "Cl", "N", "Ne", "Au", "S"], 12)
+    rng = np.random.default_rng(3)
+    cells = space.unflat(rng.choice(space.n_cells, 600, replace=False))
+    fast = ChargeBalance(space)(cells)
+    slow = [
+        charge_balance_possible(
+            {space.elements[c[x]]: int(space.ratios[c[3], x]) for x in range(3)}
+        )
+        for c in cells
+    ]
+    assert fast.tolist() == slow
+    assert 0.05 < fast.mean() < 0.95

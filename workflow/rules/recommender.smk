@@ -83,6 +83,7 @@ rule propose:
         recommender=out("recommender/model.pkl"),
     output:
         proposals=out("proposals/proposals.csv"),
+        summary=out("proposals/summary.json"),
         plot=report(
             out("proposals/proposals.png"),
             caption="../report/proposals.rst",

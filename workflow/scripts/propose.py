@@ -18,4 +18,5 @@ with log_to(snakemake.log[0]), threadpool_limits(limits=snakemake.threads):
         oxidation_states=target.oxidation_states,
         max_atoms=target.max_atoms,
         settings=ProposeSettings.from_config(snakemake.params.settings),
+        out_summary=snakemake.output.get("summary"),
     )

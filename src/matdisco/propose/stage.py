@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections.abc import Mapping, Sequence
@@ -15,6 +16,7 @@ from matdisco.core.composition import FormulaError, element_amounts, integer_com
 from matdisco.propose.acquisition import acquisition_scores, rank_candidates
 from matdisco.propose.candidates import charge_balanced_candidates, nearest_known
 from matdisco.propose.plots import plot_proposals
+from matdisco.propose.summary import ranking_summary
 from matdisco.recommender.model import classifier_scores, load_recommender
 from matdisco.recommender.space import known_formulas
 from matdisco.settings import ProposeSettings
@@ -48,6 +50,7 @@ def propose(
     oxidation_states: Mapping[str, Sequence[int]] | None = None,
     max_atoms: int = 20,
     settings: ProposeSettings | Mapping[str, Any] | None = None,
+    out_summary: str | Path | None = None,
 ) -> pd.DataFrame:
     """Enumerate, score and rank candidate compositions of the target space; write table and plot.
 
@@ -62,6 +65,8 @@ def propose(
         max_atoms: largest number of atoms per formula unit.
         settings: the ``propose`` settings (a mapping is read as the config section; None: the
             defaults).
+        out_summary: optional JSON: the ranking beside random order over the charge-balanced
+            pool (:func:`matdisco.propose.summary.ranking_summary`).
 
     Returns:
         The proposals table (also written to ``out_csv``).
@@ -139,6 +144,7 @@ def propose(
             kappa=s.kappa,
         )
     table["mean"], table["std"], table["acquisition"] = mu, sigma, acq
+    summary = ranking_summary(acq, table["known"].to_numpy(bool), n_enum, s.n_top)
     # unknown compositions ranked first, known ones after them (no rank)
     order = rank_candidates(acq, mu, formulas)
     unknown_order = [i for i in order if not table["known"].iat[i]]
@@ -177,6 +183,10 @@ def propose(
     table = table[cols]
     with atomic_write(out_csv, suffix=".csv") as tmp:
         table.to_csv(tmp, index=False, float_format="%.6g")
+    if out_summary is not None:
+        summary["acquisition"] = s.acquisition
+        with atomic_write(out_summary, suffix=".json") as tmp:
+            Path(tmp).write_text(json.dumps(summary, indent=2) + "\n")
     if out_png is not None:
         target = set(elements)
         in_space = sorted({f for f in entries["formula"].astype(str) if _elements_of(f) <= target})

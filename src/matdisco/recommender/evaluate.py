@@ -1,5 +1,7 @@
 """Held-out evaluation of the recommender: ranking metrics (recall@k, enrichment), the random
-and chemical-system splits, and :func:`evaluate_recommender` (recommender/metrics.json).
+and chemical-system splits, the simple baselines (element popularity, random order over the
+charge-balanced cells), 95 % bootstrap intervals over the held-out compounds, and
+:func:`evaluate_recommender` (recommender/metrics.json).
 """
 
 from __future__ import annotations
@@ -14,7 +16,13 @@ from typing import Any
 import numpy as np
 
 from matdisco.recommender.model import _known_scale, classifier_scores, combine_scores, squash
-from matdisco.recommender.space import TernarySpace, _sample_unknown, _space_for, _ternary_formulas
+from matdisco.recommender.space import (
+    ChargeBalance,
+    TernarySpace,
+    _sample_unknown,
+    _space_for,
+    _ternary_formulas,
+)
 from matdisco.recommender.tucker import (
     CellScorer,
     _BoundMatrix,
@@ -28,6 +36,11 @@ from matdisco.store import atomic_write, read_entries
 __all__ = ["evaluate_recommender", "expected_recall", "rank_counts"]
 
 log = logging.getLogger("matdisco.recommender")
+
+#: bootstrap resamples of the held-out compounds behind every 95 % interval
+N_BOOTSTRAP = 1000
+#: the baselines every model is reported beside (the headline compares the tensor with the first)
+BASELINES = ("popularity", "charge_balanced_random")
 
 
 def rank_counts(
@@ -117,6 +130,104 @@ def _random_metrics(n_candidates: float, fractions: Sequence[float]) -> dict[str
     return out
 
 
+def _tag(f: float) -> str:
+    return f"{100 * f:g}%"
+
+
+def _hit_probabilities(
+    greater: np.ndarray, equal: np.ndarray, n_candidates: float, fractions: Sequence[float]
+) -> dict[str, np.ndarray]:
+    """Per held-out compound and top-k fraction: probability it is in the top k (random ties)."""
+    out = {}
+    for f in fractions:
+        k = max(1.0, round(f * n_candidates))
+        out[_tag(f)] = np.clip((k - greater) / equal, 0.0, 1.0)
+    return out
+
+
+def _charge_balanced_random(
+    hidden_cb: np.ndarray, n_cb: float, n_candidates: float, fractions: Sequence[float]
+) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    """Random order over the charge-balanced candidates first, then over the rest.
+
+    ``n_cb`` charge-balanced candidates among ``n_candidates``; ``hidden_cb`` marks the held-out
+    compounds that are charge-balanced. Returns (metrics, per-compound hit probabilities); both
+    are exact expectations given ``n_cb``.
+    """
+    n_rest = n_candidates - n_cb
+    hits: dict[str, np.ndarray] = {}
+    metrics: dict[str, Any] = {}
+    for f in fractions:
+        k = max(1.0, round(f * n_candidates))
+        p_cb = min(1.0, k / n_cb) if n_cb > 0 else 0.0
+        p_rest = min(1.0, max(0.0, k - n_cb) / n_rest) if n_rest > 0 else 1.0
+        hits[_tag(f)] = np.where(hidden_cb, p_cb, p_rest)
+        recall = float(hits[_tag(f)].mean()) if len(hidden_cb) else float("nan")
+        metrics[f"recall@{_tag(f)}"] = recall
+        metrics[f"enrichment@{_tag(f)}"] = recall / (k / n_candidates)
+    if len(hidden_cb):
+        pos = np.where(hidden_cb, (n_cb + 1) / 2, n_cb + (n_rest + 1) / 2) / n_candidates
+        metrics["median_rank_fraction"] = float(np.median(pos))
+        metrics["mean_rank_fraction"] = float(np.mean(pos))
+    return metrics, hits
+
+
+def _percentile_interval(values: np.ndarray) -> list[float]:
+    finite = values[np.isfinite(values)]
+    if not len(finite):
+        return [float("nan"), float("nan")]
+    lo, hi = np.percentile(finite, [2.5, 97.5])
+    return [float(lo), float(hi)]
+
+
+def _add_intervals(
+    methods: dict[str, Any],
+    hits: dict[str, dict[str, np.ndarray]],
+    n_candidates: float,
+    fractions: Sequence[float],
+    rng: np.random.Generator,
+) -> dict[str, Any]:
+    """95 % bootstrap intervals (resampling the held-out compounds) of every recall/enrichment,
+    and paired comparisons of the tensor with each baseline (ratio and difference of recalls).
+
+    Intervals cover the sampling of held-out compounds only; the uniform sample of negatives
+    (``n_sample_candidates``) adds a little more noise that is not included.
+    """
+    n = len(next(iter(next(iter(hits.values())).values())))
+    idx = rng.integers(0, n, size=(N_BOOTSTRAP, n))
+    boot: dict[str, dict[str, np.ndarray]] = {}
+    for name, per_tag in hits.items():
+        boot[name] = {}
+        for f in fractions:
+            tag = _tag(f)
+            means = per_tag[tag][idx].mean(axis=1)
+            boot[name][tag] = means
+            k = max(1.0, round(f * n_candidates))
+            ci = _percentile_interval(means)
+            methods[name][f"recall@{tag}_ci95"] = ci
+            methods[name][f"enrichment@{tag}_ci95"] = [c / (k / n_candidates) for c in ci]
+    comparisons: dict[str, Any] = {}
+    for base in BASELINES:
+        if "tensor" not in hits or base not in hits:
+            continue
+        comp: dict[str, Any] = {}
+        for f in fractions:
+            tag = _tag(f)
+            rt, rb = float(hits["tensor"][tag].mean()), float(hits[base][tag].mean())
+            with np.errstate(divide="ignore", invalid="ignore"):
+                ratio_boot = boot["tensor"][tag] / boot[base][tag]
+            comp[tag] = {
+                "recall_tensor": rt,
+                "recall_baseline": rb,
+                "ratio": rt / rb if rb > 0 else float("nan"),
+                "ratio_ci95": _percentile_interval(ratio_boot),
+                "difference": rt - rb,
+                "difference_ci95": _percentile_interval(boot["tensor"][tag] - boot[base][tag]),
+            }
+        comparisons[f"tensor_vs_{base}"] = comp
+    return comparisons
+
+
 def _stream_unknown(
     scorer: CellScorer, space: TernarySpace, exclude_flat: np.ndarray
 ) -> Iterable[np.ndarray]:
@@ -170,6 +281,8 @@ def _evaluate_split(
     fractions = [float(f) for f in ev.top_k]
     hide = _split(flat, space, kind, ev.holdout_fraction, rng)
     train_flat, hidden_flat = flat[~hide], flat[hide]
+    if np.intersect1d(train_flat, hidden_flat).size:  # guaranteed by np.unique; checked anyway
+        raise RuntimeError("held-out recommender cells leaked into the training tensor")
     if len(hidden_flat) == 0:
         return {"skipped": "fewer than two known cells (or systems) to split"}
     train_cells, hidden_cells = space.unflat(train_flat), space.unflat(hidden_flat)
@@ -186,11 +299,34 @@ def _evaluate_split(
     weight = (n_candidates - len(hidden_flat)) / max(len(sample), 1)
     sample_cells = space.unflat(sample)
     methods: dict[str, Any] = {"random": _random_metrics(n_candidates, fractions)}
+    hits: dict[str, dict[str, np.ndarray]] = {}
     scores: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     for name, model in models.items():
         scores[name] = (model.score_cells(hidden_cells), model.score_cells(sample_cells))
         g, e = rank_counts(*scores[name], weight)
         methods[name] = _metrics_from_counts(g, e, n_candidates, fractions)
+        hits[name] = _hit_probabilities(g, e, n_candidates, fractions)
+    # random order over the charge-balanced cells: their number estimated from the uniform sample
+    balanced = ChargeBalance(space)
+    hidden_cb = balanced(hidden_cells)
+    sample_cb = balanced(sample_cells)
+    frac_cb = float(sample_cb.mean()) if len(sample_cb) else 0.0
+    n_cb = frac_cb * (n_candidates - len(hidden_flat)) + float(hidden_cb.sum())
+    methods["charge_balanced_random"], hits["charge_balanced_random"] = _charge_balanced_random(
+        hidden_cb, n_cb, n_candidates, fractions
+    )
+    charge_balance = {
+        "criterion": (
+            "integer per-site oxidation states (ICSD-common states of each element, mixed valence "
+            "allowed) summing to zero, as matdisco.core.composition.charge_balance_possible"
+        ),
+        "fraction_of_unknown_cells": frac_cb,
+        "fraction_of_unknown_cells_se": (
+            float(np.sqrt(frac_cb * (1 - frac_cb) / len(sample_cb))) if len(sample_cb) else None
+        ),
+        "n_candidates_charge_balanced": n_cb,
+        "fraction_of_held_out": float(hidden_cb.mean()),
+    }
     clf_note = "no classifier model given"
     n_clf = 0
     if classifier_model is not None:
@@ -209,6 +345,7 @@ def _evaluate_split(
             p_pos, p_neg = p[: len(hidden_cells)], p[len(hidden_cells) :]
             g, e = rank_counts(p_pos, p_neg, weight_clf)
             methods["classifier"] = _metrics_from_counts(g, e, n_candidates, fractions)
+            hits["classifier"] = _hit_probabilities(g, e, n_candidates, fractions)
             # the recommender on its 0..1 scale (as in `propose`), mixed with p_stable
             t_pos, t_neg = scores["tensor"][0], scores["tensor"][1][sub]
             scale = _known_scale(tucker, train_cells)
@@ -217,15 +354,19 @@ def _evaluate_split(
             c_neg = combine_scores(p_neg, squash(t_neg, scale), w)
             g, e = rank_counts(c_pos, c_neg, weight_clf)
             methods["combination"] = _metrics_from_counts(g, e, n_candidates, fractions)
+            hits["combination"] = _hit_probabilities(g, e, n_candidates, fractions)
             # the tensor alone on the same subsample, for a like-for-like comparison
             g, e = rank_counts(t_pos, t_neg, weight_clf)
             methods["tensor_on_classifier_sample"] = _metrics_from_counts(
                 g, e, n_candidates, fractions
             )
             clf_note = (
-                "the classifier was trained on MP E_hull labels that include most held-out compositions "
-                "(their stability is not hidden from it), so its numbers are optimistic"
+                "the classifier was trained on MP E_hull labels that include most held-out "
+                "compositions (their stability is not hidden from it), so its numbers are optimistic"
             )
+    # separate stream: the intervals do not move the splits or samples drawn after them
+    boot_rng = np.random.default_rng([ev.seed, len(hidden_flat), 95])
+    comparisons = _add_intervals(methods, hits, n_candidates, fractions, boot_rng)
     out: dict[str, Any] = {
         "n_train_cells": len(train_flat),
         "n_hidden_cells": len(hidden_flat),
@@ -238,6 +379,9 @@ def _evaluate_split(
         "tensor_rel_error": tucker.rel_error,
         "tensor_fit_seconds": round(t_fit, 2),
         "methods": methods,
+        "comparisons": comparisons,
+        "charge_balance": charge_balance,
+        "n_bootstrap": N_BOOTSTRAP,
         "classifier_note": clf_note,
     }
     if ev.exact:
@@ -292,8 +436,12 @@ def evaluate_recommender(
     metrics: dict[str, Any] = {
         "description": (
             "recall@k: expected fraction of held-out known compositions ranked in the top k of all "
-            "unknown plus held-out cells (k = fraction of candidates); enrichment = recall / (k / N), "
-            "1 for random order"
+            "unknown plus held-out cells (k = fraction of candidates); enrichment = "
+            "recall / (k / N), 1 for uniform random order over all cells. Baselines: popularity (product of element "
+            "and ratio frequencies of the training cells) and charge_balanced_random (random order "
+            "over the charge-balanced candidates first). *_ci95: 95 % bootstrap interval over the "
+            f"held-out compounds ({N_BOOTSTRAP} resamples); comparisons: tensor / baseline recall "
+            "ratio and difference with paired bootstrap intervals"
         ),
         "settings": s.to_dict(),
         "tensor_shape": list(space.shape),
@@ -311,10 +459,42 @@ def evaluate_recommender(
             kind,
             json.dumps(metrics["splits"][kind].get("methods", {}).get("tensor", {})),
         )
+    metrics["headline"] = _headline(metrics["splits"], [float(f) for f in s.evaluation.top_k])
     metrics["seconds"] = round(time.perf_counter() - t0, 2)
     with atomic_write(out_metrics) as tmp:
         Path(tmp).write_text(json.dumps(metrics, indent=2, default=_json_default) + "\n")
     return metrics
+
+
+def _headline(splits: Mapping[str, Any], fractions: Sequence[float]) -> dict[str, Any]:
+    """Tensor vs the popularity baseline (and charge-balanced random) per split and top-k."""
+    out: dict[str, Any] = {}
+    for kind, res in splits.items():
+        comp = res.get("comparisons", {})
+        if "tensor_vs_popularity" not in comp:
+            continue
+        rows = {}
+        for f in fractions:
+            tag = _tag(f)
+            m = res["methods"]
+            c = comp["tensor_vs_popularity"][tag]
+            rows[tag] = {
+                "recall_tensor": m["tensor"][f"recall@{tag}"],
+                "recall_tensor_ci95": m["tensor"][f"recall@{tag}_ci95"],
+                "recall_popularity": m["popularity"][f"recall@{tag}"],
+                "recall_popularity_ci95": m["popularity"][f"recall@{tag}_ci95"],
+                "recall_charge_balanced_random": m["charge_balanced_random"][f"recall@{tag}"],
+                "tensor_over_popularity": c["ratio"],
+                "tensor_over_popularity_ci95": c["ratio_ci95"],
+                "text": (
+                    f"top {tag}: tensor recall {m['tensor'][f'recall@{tag}']:.3f} vs popularity "
+                    f"{m['popularity'][f'recall@{tag}']:.3f} (ratio {c['ratio']:.2f}, 95 % CI "
+                    f"{c['ratio_ci95'][0]:.2f}-{c['ratio_ci95'][1]:.2f}); charge-balanced random "
+                    f"{m['charge_balanced_random'][f'recall@{tag}']:.4f}"
+                ),
+            }
+        out[kind] = rows
+    return out
 
 
 def _json_default(o: Any) -> Any:

@@ -13,7 +13,8 @@ __all__ = ["plot_enrichment"]
 
 
 def plot_enrichment(metrics: dict[str, Any], path: str | Path) -> None:
-    """Bar chart of the enrichment over random order per method, split and top-k fraction."""
+    """Bar chart of the enrichment over uniform random order per method, split and top-k fraction
+    (baselines included), with the 95 % bootstrap intervals as error bars."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -29,10 +30,38 @@ def plot_enrichment(metrics: dict[str, Any], path: str | Path) -> None:
         width = 0.8 / max(len(tags), 1)
         for t, tag in enumerate(tags):
             vals = [max(res["methods"][m].get(f"enrichment@{tag}", np.nan), 1e-2) for m in methods]
-            ax.bar(np.arange(len(methods)) + t * width, vals, width, label=f"top {tag}")
+            # 95 % bootstrap interval over the held-out compounds (where reported)
+            ci = np.array(
+                [
+                    res["methods"][m].get(f"enrichment@{tag}_ci95", [np.nan, np.nan])
+                    for m in methods
+                ],
+                dtype=float,
+            )
+            yerr = np.clip(np.vstack([vals - ci[:, 0], ci[:, 1] - vals]), 0, None)
+            yerr = np.nan_to_num(yerr)
+            ax.bar(
+                np.arange(len(methods)) + t * width,
+                vals,
+                width,
+                yerr=yerr,
+                capsize=2,
+                error_kw={"lw": 0.8},
+                label=f"top {tag}",
+            )
         ax.axhline(1.0, color="black", lw=0.8, ls="--")
         ax.set_yscale("log")
-        ax.set_xticks(np.arange(len(methods)) + width * (len(tags) - 1) / 2, methods, rotation=20)
+        short = {
+            "charge_balanced_random": "charge-bal. random",
+            "tensor_on_classifier_sample": "tensor (clf sample)",
+        }
+        ax.set_xticks(
+            np.arange(len(methods)) + width * (len(tags) - 1) / 2,
+            [short.get(m, m) for m in methods],
+            rotation=30,
+            ha="right",
+            fontsize=8,
+        )
         ax.set_ylabel("enrichment over random order")
         ax.set_title(
             f"{kind} split: {res['n_hidden_cells']} held-out of {res['n_candidates']:.3g} candidates",

@@ -18,6 +18,7 @@ from matdisco.core.composition import integer_composition, normalize_formula
 from matdisco.settings import RecommenderSettings
 
 __all__ = [
+    "ChargeBalance",
     "ELEMENT_ORDERS",
     "KNOWN_SOURCES",
     "TernarySpace",
@@ -246,3 +247,57 @@ def _space_for(
         if comp is not None:
             elements.update(comp)
     return TernarySpace.build(elements, settings.max_atoms, settings.element_order)
+
+
+class ChargeBalance:
+    """Vectorised charge-balance test of tensor cells (the criterion of
+    :func:`matdisco.core.composition.charge_balance_possible` without windows: every element takes
+    its ICSD-common oxidation states, each site independently, mixed valence allowed).
+
+    The achievable total charges of ``n`` sites of an element, ``{q}``, are encoded as the
+    polynomial ``sum_q x^(q - q_min)`` packed into a Python integer (one ``2^digit``-ary digit
+    per charge, wide enough that no coefficient of a product of three overflows), so the sum-set
+    of the three elements is one integer product and the test reads one digit. The per
+    (element, count) polynomials are cached.
+    """
+
+    def __init__(self, space: TernarySpace) -> None:
+        from matdisco.core.composition import _achievable_charges, allowed_oxidation_states
+
+        self.space = space
+        self._states = [allowed_oxidation_states(e) for e in space.elements]
+        self._achievable = _achievable_charges
+        self._ratios = [tuple(int(x) for x in r) for r in space.ratios]
+        n_max = max((max(r) for r in self._ratios), default=1)
+        spread = max((max(st) - min(st) for st in self._states if st), default=0)
+        largest_set = spread * n_max + 1  # a coefficient of P1 P2 P3 is at most |S1| |S2|
+        self._digit = max(8, int(largest_set**2).bit_length() + 1)
+        self._cache: dict[tuple[int, int], tuple[int, int]] = {}
+
+    def _poly(self, element: int, n: int) -> tuple[int, int]:
+        key = (element, n)
+        hit = self._cache.get(key)
+        if hit is None:
+            charges = self._achievable(self._states[element], n)
+            low = min(charges, default=0)  # no states (noble gases): empty set, never balanced
+            poly = 0
+            for q in charges:
+                poly |= 1 << (self._digit * (q - low))
+            hit = self._cache[key] = (poly, low)
+        return hit
+
+    def __call__(self, cells: np.ndarray) -> np.ndarray:
+        """Boolean array: whether each ``(m, 4)`` cell can be charge-balanced."""
+        cells = np.asarray(cells, dtype=np.int64).reshape(-1, 4)
+        mask = (1 << self._digit) - 1
+        out = np.zeros(len(cells), bool)
+        poly, ratios, digit = self._poly, self._ratios, self._digit
+        for m, (i, j, k, q) in enumerate(cells.tolist()):
+            a, b, c = ratios[q]
+            p1, l1 = poly(i, a)
+            p2, l2 = poly(j, b)
+            p3, l3 = poly(k, c)
+            zero = -(l1 + l2 + l3)  # digit of total charge 0
+            if zero >= 0:
+                out[m] = ((p1 * p2 * p3) >> (digit * zero)) & mask != 0
+        return out
