@@ -75,7 +75,21 @@ def test_surrogate_learns_and_reports(oxides, table, mgo):
     baseline = float(np.mean(np.abs(held["gap_pbe"] - df["band_gap"].mean())))
     assert metrics["test_grouped"]["mae"] < 0.8 * baseline
     assert metrics["test_random_rows"]["mae"] > 0
-    assert 0 <= metrics["uncertainty"]["coverage_1sigma"] <= metrics["uncertainty"]["coverage_2sigma"] <= 1
+    unc = metrics["uncertainty"]
+    assert 0 <= unc["coverage_1sigma_raw"] <= unc["coverage_2sigma_raw"] <= 1
+    assert unc["spread_scale"] > 0
+    # one protocol: the same ensemble scores both splits, beside the baselines, with intervals
+    for split in ("test_grouped", "test_random_rows"):
+        iv = metrics[split]["intervals"]
+        for what in ("mae", "mae_window"):
+            for name in ("model", "composition_prior", "training_median"):
+                v = iv[what][name]
+                assert v["lo"] <= v["value"] <= v["hi"], (split, what, name, v)
+        assert iv["mae"]["model"]["value"] == pytest.approx(metrics[split]["mae"], abs=1e-4)
+        assert iv["mae"]["model"]["value"] < iv["mae"]["training_median"]["value"]
+        assert metrics[split]["n_window"] == iv["mae_window"]["model"]["n"] > 0
+    # no training row in either test split; the random rows may share formulas with training
+    assert metrics["n_train"] + metrics["n_test"] + metrics["test_random_rows"]["n"] == len(df)
 
     from matdisco.store import StructureArrays
 
@@ -114,3 +128,28 @@ def test_parity_plot_written(tmp_path):
     out = tmp_path / "parity.png"
     plot_bandgap_parity(out, held, {"test_grouped": {"mae": 0.2, "n": 3}})
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_spread_scale_gives_68_percent_coverage_on_gaussian_errors():
+    rng = np.random.default_rng(3)
+    n = 8000
+    std = rng.uniform(0.05, 1.0, n)  # the ensemble's spread
+    err = rng.normal(0.0, 2.5 * std)  # true errors 2.5x wider than the spread says
+    raw = B.coverage(err, std)
+    assert raw == pytest.approx(0.32, abs=0.03)  # P(|z| < 0.4) for z ~ N(0, 1)
+    a = B.fit_spread_scale(err[: n // 2], std[: n // 2])
+    assert a == pytest.approx(2.5, rel=0.05)
+    assert B.coverage(err[n // 2 :], std[n // 2 :], a) == pytest.approx(B.ONE_SIGMA, abs=0.02)
+    groups = np.arange(n) // 4
+    assert B.crossfit_coverage(err, std, groups, seed=0) == pytest.approx(B.ONE_SIGMA, abs=0.02)
+    # zero spread with non-zero errors cannot be scaled to the target
+    with pytest.raises(ValueError, match="zero spread"):
+        B.fit_spread_scale(np.ones(10), np.zeros(10))
+
+
+def test_composition_prior_baseline():
+    tf = np.array(["MgO", "MgO", "Mg2O2x", "ZnO", "Fe"])
+    ts = np.array(["Mg-O", "Mg-O", "Mg-O", "O-Zn", "Fe"])
+    tg = np.array([4.0, 5.0, 3.0, 1.0, 0.0])
+    out = B.composition_prior(tf, ts, tg, np.array(["MgO", "MgO2", "NaCl"]), np.array(["Mg-O", "Mg-O", "Cl-Na"]))
+    assert out.tolist() == [4.5, 4.0, 3.0]  # same formula; same system; training median
