@@ -11,6 +11,11 @@ import pytest
 
 from matdisco.classifier import (
     MODEL_FORMAT,
+    BinaryScorer,
+    bootstrap_binary_metrics,
+    calibrate_ensemble,
+    family_holdout,
+    labelled_subsystem_fraction,
     NEIGHBOUR_FEATURES,
     Compositions,
     StabilityModel,
@@ -214,3 +219,85 @@ def test_unknown_settings_key_is_named(trained, table):
         train_stability_classifier(
             labels, {"lightgbm": {"n_trees": 5}}, feature_settings=FEATURES, element_table=table
         )
+
+
+def test_metrics_report_model_and_baselines_with_intervals(trained):
+    _, res, _ = trained
+    m = res.metrics
+    for section in (m["held_out_test"], m["stratified_cv"], m["chemsys_grouped_cv"]):
+        iv = section["intervals"]
+        assert set(iv["baselines"]) == {"nearest_neighbour", "chemsys_prior"}
+        for scores in (iv["model"], *iv["baselines"].values()):
+            for key in ("roc_auc", "pr_auc", "ece", "brier"):
+                v = scores[key]
+                assert v["lo"] <= v["value"] <= v["hi"], (key, v)
+                assert v["hi"] - v["lo"] > 0  # a real interval from the resamples
+        assert iv["strongest_baseline"] in iv["baselines"]
+        # the model beats a composition-prior baseline on AUC (able to fail)
+        assert iv["model"]["roc_auc"]["value"] > iv["baselines"]["chemsys_prior"]["roc_auc"]["value"]
+    test = m["held_out_test"]
+    assert test["intervals"]["model"]["roc_auc"]["value"] == pytest.approx(
+        test["calibrated_ensemble"]["roc_auc"], abs=1e-6
+    )
+    assert test["intervals"]["model"]["ece"]["value"] == pytest.approx(test["calibrated_ensemble"]["ece"], abs=1e-6)
+    assert 0 < test["ece_noise_floor"] < 0.2
+    head = m["headline"]["held_out_test"]
+    assert head["baseline"] == test["intervals"]["strongest_baseline"] and head["n"] == 300
+    leak = m["test_systems_with_labelled_subsystem_in_training"]
+    assert 0 <= leak["chemsys_grouped_cv"] <= 1 and 0 <= leak["random_test"] <= 1
+    assert res.model["calibration_target"] == "ensemble_logit_mean"
+
+
+def test_binary_scorer_matches_sklearn_and_bootstrap_brackets():
+    from sklearn.metrics import average_precision_score, roc_auc_score
+
+    rng = np.random.default_rng(1)
+    y = rng.integers(0, 2, 3000)
+    p = np.round(np.clip(0.5 + 0.2 * (y - 0.5) + rng.normal(0, 0.3, 3000), 0, 1), 2)  # many ties
+    m = BinaryScorer(y, p).metrics()
+    assert m["roc_auc"] == pytest.approx(roc_auc_score(y, p), abs=1e-12)
+    assert m["pr_auc"] == pytest.approx(average_precision_score(y, p), abs=1e-12)
+    assert m["ece"] == pytest.approx(expected_calibration_error(y, p), abs=1e-12)
+    # weights = row multiplicities: same as repeating rows
+    w = rng.integers(0, 3, 3000)
+    rep = np.repeat(np.arange(3000), w)
+    assert BinaryScorer(y, p).metrics(w)["roc_auc"] == pytest.approx(roc_auc_score(y[rep], p[rep]), abs=1e-12)
+    b = bootstrap_binary_metrics(y, p, n_boot=200, seed=0)
+    assert b["roc_auc"]["lo"] < m["roc_auc"] < b["roc_auc"]["hi"] and b["roc_auc"]["hi"] - b["roc_auc"]["lo"] < 0.1
+
+
+def test_calibrating_the_ensemble_output_reduces_ece():
+    rng = np.random.default_rng(0)
+    n, k = 20000, 5
+    p_true = rng.uniform(0, 1, n)
+    y = (rng.uniform(0, 1, n) < p_true).astype(int)
+    z = np.log(p_true / (1 - p_true))
+    # over-confident members (logit x 2, shifted) with member noise: the raw ensemble is miscalibrated
+    members = 1 / (1 + np.exp(-(2.0 * z + 0.5 + rng.normal(0, 0.3, (k, n)))))
+    oof = members[0, : n // 2]  # one member's out-of-fold output fits the calibrator
+    cal = fit_calibrator(oof, y[: n // 2], "isotonic")
+    ev = slice(n // 2, n)
+    raw_mean = 1 / (1 + np.exp(-np.log(members[:, ev] / (1 - members[:, ev])).mean(axis=0)))
+    p, sd = calibrate_ensemble(cal, members[:, ev])
+    before = expected_calibration_error(y[ev], raw_mean)
+    after = expected_calibration_error(y[ev], p)
+    assert before > 0.05 and after < 0.02 and after < before / 3
+    assert sd.shape == p.shape and (sd >= 0).all()
+
+
+def test_family_holdout_leaves_no_labelled_subsystem_in_training():
+    rng = np.random.default_rng(2)
+    els = ["Li", "Na", "Fe", "Mn", "O", "S", "Cl", "Mg", "Zn", "Ti"]
+    systems = ["-".join(sorted(rng.choice(els, rng.integers(2, 5), replace=False))) for _ in range(4000)]
+    tr, te = family_holdout(systems, 0.1, seed=0)
+    assert len(tr) and len(te) and not set(tr) & set(te)
+    arr = np.asarray(systems, dtype=object)
+    assert labelled_subsystem_fraction(arr[te], arr[tr]) == 0.0
+    train_sets = {frozenset(cs.split("-")) for cs in arr[tr]}
+    for cs in set(arr[te]):
+        s_ = frozenset(cs.split("-"))
+        assert not any(t < s_ or s_ < t for t in train_sets)  # neither sub- nor supersystem
+    # a plain chemsys-grouped split leaks: most test systems have a labelled subsystem
+    folds = chemsys_folds(systems, 5, seed=0)
+    assert labelled_subsystem_fraction(arr[folds == 0], arr[folds != 0]) > 0.5
+    assert labelled_subsystem_fraction(["Fe-Li-O", "Na-S"], ["Fe-O", "Li-O-S"]) == 0.5

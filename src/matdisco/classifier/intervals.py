@@ -17,7 +17,12 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["BinaryScorer", "bootstrap_binary_metrics", "paired_bootstrap_difference"]
+__all__ = [
+    "BinaryScorer",
+    "bootstrap_binary_metrics",
+    "paired_bootstrap_difference",
+    "compare_with_baselines",
+]
 
 METRICS = ("roc_auc", "pr_auc", "ece", "brier")
 
@@ -141,3 +146,41 @@ def paired_bootstrap_difference(
         ]
     )
     return {m: _summary(pa[m] - pb[m], reps[:, j]) for j, m in enumerate(pa)}
+
+
+def compare_with_baselines(
+    y: np.ndarray,
+    p_model: np.ndarray,
+    baselines: dict[str, np.ndarray],
+    n_boot: int,
+    seed: int,
+    bins: int,
+) -> dict[str, Any]:
+    """Model and baselines with 95% bootstrap intervals on the same rows, and the paired
+    model-minus-strongest-baseline difference (strongest = the higher ROC-AUC here).
+
+    All scores share the same resamples (one set of row weights), so the paired difference
+    is read off the per-replicate metrics without recomputing them.
+    """
+    scorers = {"model": BinaryScorer(y, p_model, bins)}
+    scorers.update({name: BinaryScorer(y, p, bins) for name, p in baselines.items()})
+    n = len(np.asarray(y))
+    ws = _weights(n, n_boot, seed) if n_boot > 0 and n else np.ones((1, n))
+    point = {k: sc.metrics() for k, sc in scorers.items()}
+    reps = {k: np.array([list(sc.metrics(w).values()) for w in ws]) for k, sc in scorers.items()}
+
+    def block(k: str) -> dict[str, Any]:
+        out: dict[str, Any] = {"n": n, "n_boot": int(n_boot)}
+        for j, m in enumerate(METRICS):
+            out[m] = _summary(point[k][m], reps[k][:, j])
+        return out
+
+    res: dict[str, Any] = {"model": block("model")}
+    res["baselines"] = {name: block(name) for name in baselines}
+    best = max(baselines, key=lambda b: point[b]["roc_auc"])
+    res["strongest_baseline"] = best
+    res["model_minus_strongest_baseline"] = {
+        m: _summary(point["model"][m] - point[best][m], reps["model"][:, j] - reps[best][:, j])
+        for j, m in enumerate(METRICS)
+    }
+    return res

@@ -228,5 +228,5 @@ class ClassifierSettings(SettingsBase):
     min_element_count: int = 20
     ece_bins: int = 10
     n_bootstrap: int = 1000
-    n_bootstrap_cv: int = 200
+    n_bootstrap_cv: int = 100
     lightgbm: ClassifierLightGBMSettings = field(default_factory=ClassifierLightGBMSettings)
