@@ -45,7 +45,9 @@ def main(argv: list[str] | None = None) -> int:
     from matdisco.store import read_entries, read_structure_arrays
 
     if not args.store.exists():
-        raise SystemExit(f"store {args.store} not found: build it (build_store rule) or pass --store")
+        raise SystemExit(
+            f"store {args.store} not found: build it (build_store rule) or pass --store"
+        )
     config = load_config(args.config, ROOT / "workflow" / "schemas" / "config.schema.yaml")
     fset = FeaturesSettings.from_config(config["features"])
     raw = dict(config["screen"]["bandgap"])
@@ -69,7 +71,9 @@ def main(argv: list[str] | None = None) -> int:
             feature_settings=fset,
             threads=args.threads,
         )
-        runs.append({"seed": seed, "wall_s": round(time.perf_counter() - t0, 2), "metrics": metrics})
+        runs.append(
+            {"seed": seed, "wall_s": round(time.perf_counter() - t0, 2), "metrics": metrics}
+        )
     write(
         "bandgap",
         {

@@ -11,19 +11,19 @@ import pytest
 
 from matdisco.classifier import (
     MODEL_FORMAT,
-    BinaryScorer,
-    bootstrap_binary_metrics,
-    calibrate_ensemble,
-    family_holdout,
-    labelled_subsystem_fraction,
     NEIGHBOUR_FEATURES,
+    BinaryScorer,
     Compositions,
     StabilityModel,
     apply_calibrator,
     binary_metrics,
+    bootstrap_binary_metrics,
+    calibrate_ensemble,
     chemsys_folds,
     expected_calibration_error,
+    family_holdout,
     fit_calibrator,
+    labelled_subsystem_fraction,
     load_labels,
     neighbour_features,
     predict_stability,
@@ -49,7 +49,8 @@ FEATURES = FeaturesSettings()
 @pytest.fixture(scope="module")
 def table(root) -> ElementTable:
     return ElementTable.from_files(
-        root / "resources/bundled/magpie_elements.csv", root / "resources/bundled/elmd_element_properties.json.gz"
+        root / "resources/bundled/magpie_elements.csv",
+        root / "resources/bundled/elmd_element_properties.json.gz",
     )
 
 
@@ -57,14 +58,18 @@ def table(root) -> ElementTable:
 def store_labels(root) -> pd.DataFrame:
     df = pd.read_csv(root / "resources/bundled/formula_ehull_labels.csv.gz", keep_default_na=False)
     df = df[df["formula"] != ""].sample(1500, random_state=1)
-    return pd.DataFrame({"formula": df["formula"], "e_above_hull": df["e_above_hull"], "source": "fixture"})
+    return pd.DataFrame(
+        {"formula": df["formula"], "e_above_hull": df["e_above_hull"], "source": "fixture"}
+    )
 
 
 @pytest.fixture(scope="module")
 def trained(table, store_labels, tmp_path_factory):
     fs = featurize(store_labels["formula"].tolist(), table)
     labels = load_labels(store_labels, fs, threshold=0.01)
-    res = train_stability_classifier(labels, SETTINGS, feature_settings=FEATURES, element_table=table, threads=1)
+    res = train_stability_classifier(
+        labels, SETTINGS, feature_settings=FEATURES, element_table=table, threads=1
+    )
     path = tmp_path_factory.mktemp("clf") / "model.pkl"
     save_model(path, res.model)
     return labels, res, path
@@ -91,17 +96,26 @@ def test_same_seed_same_metrics(trained, table):
     labels, res, _ = trained
     # the same settings as a plain config mapping (the Snakemake params form) give the same model
     again = train_stability_classifier(
-        labels, SETTINGS.to_dict(), feature_settings=FEATURES.to_dict(), element_table=table, threads=1
+        labels,
+        SETTINGS.to_dict(),
+        feature_settings=FEATURES.to_dict(),
+        element_table=table,
+        threads=1,
     )
     assert again.metrics == res.metrics
     assert again.model["settings"] == SETTINGS.to_dict()
     assert isinstance(again.metrics["lightgbm"]["n_estimators"], int)
     other = train_stability_classifier(
-        labels, dataclasses.replace(SETTINGS, seed=8, neighbour_features=False), feature_settings=FEATURES,
-        element_table=table, threads=1,
+        labels,
+        dataclasses.replace(SETTINGS, seed=8, neighbour_features=False),
+        feature_settings=FEATURES,
+        element_table=table,
+        threads=1,
     )
     assert other.metrics["stratified_cv"] != res.metrics["stratified_cv"]
-    assert "neighbours" not in other.model and len(other.model["feature_names"]) == labels.X.shape[1]
+    assert (
+        "neighbours" not in other.model and len(other.model["feature_names"]) == labels.X.shape[1]
+    )
     pred = StabilityModel(other.model).predict(["Fe2O3", "bad("])
     assert pred["valid"].tolist() == [True, False] and 0 <= pred.loc[0, "p_stable"] <= 1
 
@@ -114,7 +128,9 @@ def test_predictions_table(trained):
     assert dev["p_oof_raw"].notna().all() and dev["p_chemsys_oof_raw"].notna().all()
     assert pred.loc[pred["split"] == "test", "p_test"].notna().all()
     assert (res.importances["gain"] >= 0).all()
-    assert sorted(res.importances["feature"]) == sorted(labels.feature_names + list(NEIGHBOUR_FEATURES))
+    assert sorted(res.importances["feature"]) == sorted(
+        labels.feature_names + list(NEIGHBOUR_FEATURES)
+    )
 
 
 def test_chemsys_folds_never_share_a_system():
@@ -128,28 +144,44 @@ def test_chemsys_folds_never_share_a_system():
 
 
 def test_labels_dedupe_store_first_and_extra_is_training_only(table, tmp_path):
-    store = pd.DataFrame({"formula": ["Fe2O3", "MgO", "Mg2O2"], "e_above_hull": [0.0, 0.2, 0.005], "source": "s"})
+    store = pd.DataFrame(
+        {"formula": ["Fe2O3", "MgO", "Mg2O2"], "e_above_hull": [0.0, 0.2, 0.005], "source": "s"}
+    )
     extra = tmp_path / "bartel.csv"
-    pd.DataFrame({"formula": ["Fe4O6", "Na1Cl1", "Fe1O1"], "decomposition_enthalpy": [0.5, -0.1, 0.03]}).to_csv(extra, index=False)
+    pd.DataFrame(
+        {"formula": ["Fe4O6", "Na1Cl1", "Fe1O1"], "decomposition_enthalpy": [0.5, -0.1, 0.03]}
+    ).to_csv(extra, index=False)
     fs = featurize(["Fe2O3", "MgO", "Mg2O2", "Fe4O6", "Na1Cl1", "Fe1O1"], table)
     lab = load_labels(store, fs, threshold=0.01, extra_labels=extra).table.set_index("formula")
     assert sorted(lab.index) == ["Fe1O1", "Fe2O3", "Mg2O2", "Na1Cl1"]  # one row per composition
-    assert lab.loc["Fe2O3", "primary"] and lab.loc["Fe2O3", "y"] == 1  # store label wins over Bartel's 0.5
-    assert lab.loc["Mg2O2", "e_above_hull"] == 0.005 and lab.loc["Mg2O2", "y"] == 1  # lowest of the repeats
-    assert not lab.loc["Na1Cl1", "primary"] and lab.loc["Na1Cl1", "e_above_hull"] == 0.0  # max(ΔH_d, 0)
+    assert (
+        lab.loc["Fe2O3", "primary"] and lab.loc["Fe2O3", "y"] == 1
+    )  # store label wins over Bartel's 0.5
+    assert (
+        lab.loc["Mg2O2", "e_above_hull"] == 0.005 and lab.loc["Mg2O2", "y"] == 1
+    )  # lowest of the repeats
+    assert (
+        not lab.loc["Na1Cl1", "primary"] and lab.loc["Na1Cl1", "e_above_hull"] == 0.0
+    )  # max(ΔH_d, 0)
     assert lab.loc["Fe1O1", "y"] == 0
 
 
 def test_predict_stability_api(trained):
     _, res, path = trained
     counts = res.model["element_counts"]
-    rare = next(e for e in ("Ne", "Ar", "Kr", "He", "Pm", "Ac", "Pa", "Xe", "Tc") if counts.get(e, 0) < 5)
+    rare = next(
+        e for e in ("Ne", "Ar", "Kr", "He", "Pm", "Ac", "Pa", "Xe", "Tc") if counts.get(e, 0) < 5
+    )
     formulas = ["Fe2O3", "bad((", f"{rare}O2", "Fe2O3", "Cf2O3", "Fe"]
     df = predict_stability(path, formulas)
     assert list(df.columns[:5]) == ["formula", "p_stable", "p_stable_std", "out_of_domain", "valid"]
     assert df["formula"].tolist() == formulas
     assert df["valid"].tolist() == [True, False, True, True, False, True]
-    assert np.isnan(df.loc[1, "p_stable"]) and np.isnan(df.loc[1, "p_stable_std"]) and df.loc[1, "reason"]
+    assert (
+        np.isnan(df.loc[1, "p_stable"])
+        and np.isnan(df.loc[1, "p_stable_std"])
+        and df.loc[1, "reason"]
+    )
     assert df.loc[4, "reason"] == "no element data for Cf"
     ok = df["valid"]
     assert df.loc[ok, "p_stable"].between(0, 1).all() and (df.loc[ok, "p_stable_std"] >= 0).all()
@@ -234,12 +266,16 @@ def test_metrics_report_model_and_baselines_with_intervals(trained):
                 assert v["hi"] - v["lo"] > 0  # a real interval from the resamples
         assert iv["strongest_baseline"] in iv["baselines"]
         # the model beats a composition-prior baseline on AUC (able to fail)
-        assert iv["model"]["roc_auc"]["value"] > iv["baselines"]["chemsys_prior"]["roc_auc"]["value"]
+        assert (
+            iv["model"]["roc_auc"]["value"] > iv["baselines"]["chemsys_prior"]["roc_auc"]["value"]
+        )
     test = m["held_out_test"]
     assert test["intervals"]["model"]["roc_auc"]["value"] == pytest.approx(
         test["calibrated_ensemble"]["roc_auc"], abs=1e-6
     )
-    assert test["intervals"]["model"]["ece"]["value"] == pytest.approx(test["calibrated_ensemble"]["ece"], abs=1e-6)
+    assert test["intervals"]["model"]["ece"]["value"] == pytest.approx(
+        test["calibrated_ensemble"]["ece"], abs=1e-6
+    )
     assert 0 < test["ece_noise_floor"] < 0.2
     head = m["headline"]["held_out_test"]
     assert head["baseline"] == test["intervals"]["strongest_baseline"] and head["n"] == 300
@@ -261,9 +297,14 @@ def test_binary_scorer_matches_sklearn_and_bootstrap_brackets():
     # weights = row multiplicities: same as repeating rows
     w = rng.integers(0, 3, 3000)
     rep = np.repeat(np.arange(3000), w)
-    assert BinaryScorer(y, p).metrics(w)["roc_auc"] == pytest.approx(roc_auc_score(y[rep], p[rep]), abs=1e-12)
+    assert BinaryScorer(y, p).metrics(w)["roc_auc"] == pytest.approx(
+        roc_auc_score(y[rep], p[rep]), abs=1e-12
+    )
     b = bootstrap_binary_metrics(y, p, n_boot=200, seed=0)
-    assert b["roc_auc"]["lo"] < m["roc_auc"] < b["roc_auc"]["hi"] and b["roc_auc"]["hi"] - b["roc_auc"]["lo"] < 0.1
+    assert (
+        b["roc_auc"]["lo"] < m["roc_auc"] < b["roc_auc"]["hi"]
+        and b["roc_auc"]["hi"] - b["roc_auc"]["lo"] < 0.1
+    )
 
 
 def test_calibrating_the_ensemble_output_reduces_ece():
@@ -288,7 +329,9 @@ def test_calibrating_the_ensemble_output_reduces_ece():
 def test_family_holdout_leaves_no_labelled_subsystem_in_training():
     rng = np.random.default_rng(2)
     els = ["Li", "Na", "Fe", "Mn", "O", "S", "Cl", "Mg", "Zn", "Ti"]
-    systems = ["-".join(sorted(rng.choice(els, rng.integers(2, 5), replace=False))) for _ in range(4000)]
+    systems = [
+        "-".join(sorted(rng.choice(els, rng.integers(2, 5), replace=False))) for _ in range(4000)
+    ]
     tr, te = family_holdout(systems, 0.1, seed=0)
     assert len(tr) and len(te) and not set(tr) & set(te)
     arr = np.asarray(systems, dtype=object)

@@ -53,9 +53,9 @@ from __future__ import annotations
 
 from matdisco.classifier.calibration import (
     apply_calibrator,
+    binary_metrics,
     calibrate_ensemble,
     ece_noise_floor,
-    binary_metrics,
     expected_calibration_error,
     fit_calibrator,
     reliability_curve,

@@ -83,7 +83,7 @@ def _weights(n: int, n_boot: int, seed: int) -> np.ndarray:
 
 def _summary(value: float, reps: np.ndarray) -> dict[str, float]:
     reps = reps[np.isfinite(reps)]
-    lo, hi = (np.percentile(reps, [2.5, 97.5]) if len(reps) else (np.nan, np.nan))
+    lo, hi = np.percentile(reps, [2.5, 97.5]) if len(reps) else (np.nan, np.nan)
     # a percentile interval can miss the full-sample value when the statistic is biased
     # (ECE is biased upwards); report it as is but never with lo > value > hi reversed
     return {

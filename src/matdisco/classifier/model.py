@@ -44,7 +44,8 @@ class StabilityModel:
     def __init__(self, model: dict[str, Any], ref: Compositions | None = None) -> None:
         if model.get("format") != MODEL_FORMAT:
             raise ValueError(
-                f"not a matdisco stability model (format {model.get('format')!r}, want {MODEL_FORMAT})"
+                f"not a matdisco stability model (format {model.get('format')!r}, "
+                f"want {MODEL_FORMAT})"
             )
         import lightgbm as lgb
 

@@ -15,17 +15,17 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from matdisco.classifier import baselines as B
 from matdisco.classifier.calibration import (
+    ENSEMBLE_TARGET,
     _auc,
     _crossfit_calibrate,
-    ENSEMBLE_TARGET,
     _f1_threshold,
     apply_calibrator,
-    ece_noise_floor,
     binary_metrics,
+    ece_noise_floor,
     fit_calibrator,
 )
-from matdisco.classifier import baselines as B
 from matdisco.classifier.folds import (
     chemsys_folds,
     labelled_subsystem_fraction,
@@ -396,7 +396,8 @@ def train_stability_classifier(
     }
     timings["total_s"] = time.perf_counter() - t_all
     log.info(
-        "stratified AUC %.4f, chemsys-grouped AUC %.4f, OOF ECE raw %.4f / calibrated %.4f, test AUC %s (%.1f s)",
+        "stratified AUC %.4f, chemsys-grouped AUC %.4f, OOF ECE raw %.4f / calibrated %.4f, "
+        "test AUC %s (%.1f s)",
         strat_metrics["raw"]["roc_auc"],
         grouped_metrics["raw"]["roc_auc"],
         strat_metrics["raw"]["ece"],
@@ -470,7 +471,9 @@ def _headline(test: dict, strat: dict, grouped: dict, metrics_test: dict) -> dic
             "n": cmp["model"]["n"],
             "model": {m: cmp["model"][m] for m in ("roc_auc", "pr_auc", "ece")},
             "baseline": best,
-            "baseline_metrics": {m: cmp["baselines"][best][m] for m in ("roc_auc", "pr_auc", "ece")},
+            "baseline_metrics": {
+                m: cmp["baselines"][best][m] for m in ("roc_auc", "pr_auc", "ece")
+            },
         }
     if "held_out_test" in out:
         out["held_out_test"]["ece_noise_floor"] = metrics_test.get("ece_noise_floor")

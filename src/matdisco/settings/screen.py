@@ -175,7 +175,7 @@ class ScreenBandgapSettings(SettingsBase):
     n_members: int = 3
     evaluate_random_split: bool = True
     n_bootstrap: int = 1000
-    gap_window: tuple[float, float] = (1.6, 3.0)
+    gap_window: tuple[float, ...] = (1.6, 3.0)
     max_train: int | None = None
     seed: int = 0
     hse_mapping: ScreenBandgapHSEMappingSettings = field(
