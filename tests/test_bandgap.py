@@ -14,7 +14,8 @@ def table(root):
     from matdisco.features import ElementTable
 
     return ElementTable.from_files(
-        root / "resources/bundled/magpie_elements.csv", root / "resources/bundled/elmd_element_properties.json.gz"
+        root / "resources/bundled/magpie_elements.csv",
+        root / "resources/bundled/elmd_element_properties.json.gz",
     )
 
 
@@ -26,7 +27,11 @@ def oxides(root):
     path = root / "resources/bundled/mp2018_structures.h5"
     df = read_entries(path, ["formula", "chemsys", "band_gap"])
     fams = ("Mg", "Mn", "Ti", "Zn", "Fe", "Ca", "Li", "Al", "Si", "Na")
-    keep = df["chemsys"].map(lambda c: "O" in c.split("-") and len(set(c.split("-")) & set(fams)) >= 1 and c.count("-") <= 2)
+    keep = df["chemsys"].map(
+        lambda c: (
+            "O" in c.split("-") and len(set(c.split("-")) & set(fams)) >= 1 and c.count("-") <= 2
+        )
+    )
     idx = np.flatnonzero(keep.to_numpy() & np.isfinite(df["band_gap"].to_numpy()))[:1500]
     return df.iloc[idx].reset_index(drop=True), read_structure_arrays(path, idx)
 
@@ -54,7 +59,7 @@ def test_hse_mapping():
     assert B.hse_estimate(np.array([1.0]), typed)[0] == pytest.approx(2.261)
 
 
-def test_surrogate_learns_and_reports(oxides, table, mgo):
+def test_surrogate_learns_and_reports(oxides, table, mgo, tmp_path):
     df, arrays = oxides
     settings = ScreenBandgapSettings.from_config(
         {
@@ -70,20 +75,52 @@ def test_surrogate_learns_and_reports(oxides, table, mgo):
     assert model.settings == settings.to_dict() and len(model.members) == 2
     assert metrics["n_test"] == len(held) > 50
     assert "grouped" in metrics["test_split"]
-    assert set(held["formula"]) & set(np.asarray(df["formula"])[~df["formula"].isin(held["formula"])]) == set()
+    assert (
+        set(held["formula"]) & set(np.asarray(df["formula"])[~df["formula"].isin(held["formula"])])
+        == set()
+    )
     # much better than predicting the mean gap for everything (able to fail)
     baseline = float(np.mean(np.abs(held["gap_pbe"] - df["band_gap"].mean())))
     assert metrics["test_grouped"]["mae"] < 0.8 * baseline
     assert metrics["test_random_rows"]["mae"] > 0
-    assert 0 <= metrics["uncertainty"]["coverage_1sigma"] <= metrics["uncertainty"]["coverage_2sigma"] <= 1
+    unc = metrics["uncertainty"]
+    assert 0 <= unc["coverage_1sigma_raw"] <= unc["coverage_2sigma_raw"] <= 1
+    assert unc["spread_scale"] > 0
+    # one protocol: the same ensemble scores both splits, beside the baselines, with intervals
+    for split in ("test_grouped", "test_random_rows"):
+        iv = metrics[split]["intervals"]
+        for what in ("mae", "mae_window"):
+            for name in ("model", "composition_prior", "training_median"):
+                v = iv[what][name]
+                assert v["lo"] <= v["value"] <= v["hi"], (split, what, name, v)
+        assert iv["mae"]["model"]["value"] == pytest.approx(metrics[split]["mae"], abs=1e-4)
+        assert iv["mae"]["model"]["value"] < iv["mae"]["training_median"]["value"]
+        assert metrics[split]["n_window"] == iv["mae_window"]["model"]["n"] > 0
+    # no training row in either test split; the random rows may share formulas with training
+    assert metrics["n_train"] + metrics["n_test"] + metrics["test_random_rows"]["n"] == len(df)
+    assert B.coverage(
+        (held["gap_pbe_ml"] - held["gap_pbe"]).to_numpy(), held["gap_pbe_ml_std"].to_numpy()
+    ) == pytest.approx(B.ONE_SIGMA, abs=0.02)  # rescaled spread covers ~68% where it was fit
 
     from matdisco.store import StructureArrays
 
     pred = B.predict_gaps(model, ["MgO", "Xx2O"], StructureArrays.from_structures([mgo, mgo]))
-    assert list(pred.columns) == ["gap_pbe_ml", "gap_pbe_ml_std", "p_metal_ml", "gap_hse_est", "gap_hse_est_std"]
+    assert list(pred.columns) == [
+        "gap_pbe_ml",
+        "gap_pbe_ml_std",
+        "p_metal_ml",
+        "gap_hse_est",
+        "gap_hse_est_std",
+    ]
     assert pred["gap_pbe_ml"].iloc[0] > 2.0  # MgO is a wide-gap insulator (MP PBE ~4.4 eV)
     assert pred["gap_hse_est"].iloc[0] > pred["gap_pbe_ml"].iloc[0]
     assert np.isnan(pred["gap_pbe_ml"].iloc[1])  # unknown element: not featurisable, no number
+    assert model.spread_scale == pytest.approx(unc["spread_scale"], abs=1e-4)
+
+    from matdisco.screen.plots import plot_bandgap_parity
+
+    plot_bandgap_parity(tmp_path / "parity.png", held, metrics)  # title with interval + baseline
+    assert (tmp_path / "parity.png").read_bytes()[:4] == b"\x89PNG"
 
 
 def test_vasp_hse_inputs(tmp_path, mgo):
@@ -100,7 +137,9 @@ def test_gpaw_pbe_gap_si():
     pytest.importorskip("gpaw")
     from pymatgen.core import Lattice, Structure
 
-    si = Structure.from_spacegroup("Fd-3m", Lattice.cubic(5.43), ["Si"], [[0, 0, 0]]).get_primitive_structure()
+    si = Structure.from_spacegroup(
+        "Fd-3m", Lattice.cubic(5.43), ["Si"], [[0, 0, 0]]
+    ).get_primitive_structure()
     gap = B.gpaw_pbe_gap(si, {"ecut": 200, "kpts": [2, 2, 2]})
     assert 0.2 < gap < 1.2  # PBE Si (indirect) ~0.6 eV; coarse settings
 
@@ -110,7 +149,40 @@ def test_parity_plot_written(tmp_path):
 
     from matdisco.screen.plots import plot_bandgap_parity
 
-    held = pd.DataFrame({"gap_pbe": [0.0, 1.0, 3.0], "gap_pbe_ml": [0.1, 1.2, 2.7], "gap_pbe_ml_std": [0.1, 0.2, 0.3]})
+    held = pd.DataFrame(
+        {
+            "gap_pbe": [0.0, 1.0, 3.0],
+            "gap_pbe_ml": [0.1, 1.2, 2.7],
+            "gap_pbe_ml_std": [0.1, 0.2, 0.3],
+        }
+    )
     out = tmp_path / "parity.png"
     plot_bandgap_parity(out, held, {"test_grouped": {"mae": 0.2, "n": 3}})
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_spread_scale_gives_68_percent_coverage_on_gaussian_errors():
+    rng = np.random.default_rng(3)
+    n = 8000
+    std = rng.uniform(0.05, 1.0, n)  # the ensemble's spread
+    err = rng.normal(0.0, 2.5 * std)  # true errors 2.5x wider than the spread says
+    raw = B.coverage(err, std)
+    assert raw == pytest.approx(0.32, abs=0.03)  # P(|z| < 0.4) for z ~ N(0, 1)
+    a = B.fit_spread_scale(err[: n // 2], std[: n // 2])
+    assert a == pytest.approx(2.5, rel=0.05)
+    assert B.coverage(err[n // 2 :], std[n // 2 :], a) == pytest.approx(B.ONE_SIGMA, abs=0.02)
+    groups = np.arange(n) // 4
+    assert B.crossfit_coverage(err, std, groups, seed=0) == pytest.approx(B.ONE_SIGMA, abs=0.02)
+    # zero spread with non-zero errors cannot be scaled to the target
+    with pytest.raises(ValueError, match="zero spread"):
+        B.fit_spread_scale(np.ones(10), np.zeros(10))
+
+
+def test_composition_prior_baseline():
+    tf = np.array(["MgO", "MgO", "Mg2O2x", "ZnO", "Fe"])
+    ts = np.array(["Mg-O", "Mg-O", "Mg-O", "O-Zn", "Fe"])
+    tg = np.array([4.0, 5.0, 3.0, 1.0, 0.0])
+    out = B.composition_prior(
+        tf, ts, tg, np.array(["MgO", "MgO2", "NaCl"]), np.array(["Mg-O", "Mg-O", "Cl-Na"])
+    )
+    assert out.tolist() == [4.5, 4.0, 3.0]  # same formula; same system; training median

@@ -17,8 +17,18 @@ Evaluation (all on store-labelled formulas):
 
 Calibration quality is measured honestly: calibrated OOF metrics use a cross-fitted
 calibrator (fit on the other folds' OOF predictions), and the held-out test is never seen.
-A prediction's ``p_stable`` is the logit-space mean of the members' calibrated
-probabilities, ``p_stable_std`` their standard deviation.
+A prediction's ``p_stable`` is the calibrator applied to the *ensemble output* (the
+logit-space mean of the members' raw probabilities; :func:`calibrate_ensemble`), so the
+held-out ECE is that of the shipped number; ``p_stable_std`` is the standard deviation of the
+members' calibrated probabilities. The metrics give the held-out ECE beside its noise floor
+(the mean ECE a perfectly calibrated model would show on as many rows).
+
+Every split is reported beside two simple baselines scored on the same rows
+(:mod:`~matdisco.classifier.baselines`: the chemical-system prior and a nearest-neighbour
+logistic regression on ElMD neighbours of the training rows) with 95% row-bootstrap intervals
+(:mod:`~matdisco.classifier.intervals`) and the paired model-minus-baseline difference; the
+``headline`` section holds the numbers to quote. The harder subsystem-family hold-out
+(:func:`family_holdout`) is measured by ``benchmarks/ehull_classifier.py``, not the rule.
 
 Optional label-dependent neighbour features (:func:`neighbour_features`; off by default)
 describe the labelled compounds of the same chemical system, always computed from the
@@ -26,6 +36,8 @@ training rows of the fold at hand.
 
 Modules: :mod:`~matdisco.classifier.labels` (labels), :mod:`~matdisco.classifier.folds`
 (CV splits), :mod:`~matdisco.classifier.calibration` (calibrators, metrics),
+:mod:`~matdisco.classifier.intervals` (bootstrap intervals),
+:mod:`~matdisco.classifier.baselines` (baselines),
 :mod:`~matdisco.classifier.neighbours` (neighbour features), :mod:`~matdisco.classifier.train`
 (CV, ensemble, reports), :mod:`~matdisco.classifier.model` (model file, prediction),
 :mod:`~matdisco.classifier.plots` (ROC / PR / reliability plots). LightGBM members are fit by
@@ -42,11 +54,23 @@ from __future__ import annotations
 from matdisco.classifier.calibration import (
     apply_calibrator,
     binary_metrics,
+    calibrate_ensemble,
+    ece_noise_floor,
     expected_calibration_error,
     fit_calibrator,
     reliability_curve,
 )
-from matdisco.classifier.folds import chemsys_folds, stratified_folds
+from matdisco.classifier.folds import (
+    chemsys_folds,
+    family_holdout,
+    labelled_subsystem_fraction,
+    stratified_folds,
+)
+from matdisco.classifier.intervals import (
+    BinaryScorer,
+    bootstrap_binary_metrics,
+    paired_bootstrap_difference,
+)
 from matdisco.classifier.labels import LabelSet, load_labels
 from matdisco.classifier.model import (
     MODEL_FORMAT,
@@ -67,6 +91,13 @@ from matdisco.classifier.train import (
 
 __all__ = [
     "MODEL_FORMAT",
+    "BinaryScorer",
+    "bootstrap_binary_metrics",
+    "paired_bootstrap_difference",
+    "calibrate_ensemble",
+    "ece_noise_floor",
+    "family_holdout",
+    "labelled_subsystem_fraction",
     "LabelSet",
     "StabilityModel",
     "load_labels",

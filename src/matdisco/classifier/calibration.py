@@ -16,7 +16,13 @@ __all__ = [
     "binary_metrics",
     "fit_calibrator",
     "apply_calibrator",
+    "calibrate_ensemble",
+    "ENSEMBLE_TARGET",
+    "ece_noise_floor",
 ]
+
+#: ``calibration_target`` of model files whose calibrator maps the ensemble output
+ENSEMBLE_TARGET = "ensemble_logit_mean"
 
 
 def expected_calibration_error(y: np.ndarray, p: np.ndarray, n_bins: int = 10) -> float:
@@ -104,6 +110,50 @@ def apply_calibrator(cal: dict[str, Any], p: np.ndarray) -> np.ndarray:
     if cal["method"] == "platt":
         return 1.0 / (1.0 + np.exp(-(cal["a"] * _logit(p) + cal["b"])))
     return p
+
+
+def calibrate_ensemble(cal: dict[str, Any], raw: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Calibrated ensemble probability and member spread from raw member probabilities.
+
+    The calibrator maps the *ensemble output* (``sigmoid(mean(logit(raw)))`` over the members),
+    i.e. the number that is shipped, rather than each member before averaging (averaging
+    calibrated members re-distorts the probabilities: on the default run that raised the
+    held-out ECE from 0.013 to 0.016).
+
+    Args:
+        cal: from :func:`fit_calibrator`.
+        raw: (n_members, n) raw member probabilities.
+
+    Returns:
+        ``(p, std)``: calibrated ensemble probability and the standard deviation of the
+        members' calibrated probabilities.
+    """
+    from matdisco.core.lgbm import ensemble_mean_std
+
+    raw = np.atleast_2d(np.asarray(raw, float))
+    ens, _ = ensemble_mean_std(raw, space="logit")
+    _, sd = ensemble_mean_std(np.vstack([apply_calibrator(cal, r) for r in raw]))
+    return apply_calibrator(cal, ens), sd
+
+
+def ece_noise_floor(p: np.ndarray, n_bins: int = 10, n_sim: int = 100, seed: int = 0) -> float:
+    """Mean ECE of a *perfectly calibrated* model with these probabilities on this many rows.
+
+    Labels are drawn as ``y ~ Bernoulli(p)``; ECE is biased upwards on finite samples, so an
+    ECE near this floor is as good as the rows can show.
+    """
+    p = np.asarray(p, float)
+    if len(p) == 0:
+        return float("nan")
+    rng = np.random.default_rng(seed)
+    return float(
+        np.mean(
+            [
+                expected_calibration_error((rng.uniform(size=len(p)) < p).astype(float), p, n_bins)
+                for _ in range(n_sim)
+            ]
+        )
+    )
 
 
 def _crossfit_calibrate(p: np.ndarray, y: np.ndarray, folds: np.ndarray, method: str) -> np.ndarray:

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from matdisco.classifier.calibration import apply_calibrator
+from matdisco.classifier.calibration import ENSEMBLE_TARGET, apply_calibrator, calibrate_ensemble
 from matdisco.classifier.neighbours import NEIGHBOUR_FEATURES, Compositions, neighbour_features
 from matdisco.core.lgbm import ensemble_mean_std, predict_members
 from matdisco.features import ElementTable, feature_kwargs, featurize
@@ -44,7 +44,8 @@ class StabilityModel:
     def __init__(self, model: dict[str, Any], ref: Compositions | None = None) -> None:
         if model.get("format") != MODEL_FORMAT:
             raise ValueError(
-                f"not a matdisco stability model (format {model.get('format')!r}, want {MODEL_FORMAT})"
+                f"not a matdisco stability model (format {model.get('format')!r}, "
+                f"want {MODEL_FORMAT})"
             )
         import lightgbm as lgb
 
@@ -74,8 +75,9 @@ class StabilityModel:
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Ensemble probability, ensemble std and raw member probabilities per row.
 
-        ``p_stable`` is the logit-space mean of the members' calibrated probabilities,
-        ``p_stable_std`` the standard deviation of those calibrated probabilities.
+        ``p_stable`` is the calibrator applied to the ensemble output (the logit-space mean of
+        the members' raw probabilities; see :func:`calibrate_ensemble`), ``p_stable_std`` the
+        standard deviation of the members' calibrated probabilities.
 
         Args:
             X: (n, n_base_features) composition features.
@@ -103,10 +105,13 @@ class StabilityModel:
                     comps, ref.take(rows), ref_y[rows], ref_e[rows]
                 )
                 raw[m] = b.predict(Xw) if len(X) else []
-        cal = np.vstack([apply_calibrator(self.model["calibration"], r) for r in raw])
-        # average in logit space: keeps the sharpness of the single members the calibrator
-        # was fit on (a plain mean of probabilities is under-confident)
-        p, sd = ensemble_mean_std(cal, space="logit")
+        cal = self.model["calibration"]
+        if self.model.get("calibration_target") == ENSEMBLE_TARGET:
+            p, sd = calibrate_ensemble(cal, raw)
+        else:  # model files written before the ensemble-output calibration
+            p, sd = ensemble_mean_std(
+                np.vstack([apply_calibrator(cal, r) for r in raw]), space="logit"
+            )
         return p, sd, raw
 
     def predict(self, formulas: Sequence[str]) -> pd.DataFrame:

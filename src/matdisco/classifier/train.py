@@ -15,15 +15,23 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from matdisco.classifier import baselines as B
 from matdisco.classifier.calibration import (
+    ENSEMBLE_TARGET,
     _auc,
     _crossfit_calibrate,
     _f1_threshold,
     apply_calibrator,
     binary_metrics,
+    ece_noise_floor,
     fit_calibrator,
 )
-from matdisco.classifier.folds import chemsys_folds, stratified_folds
+from matdisco.classifier.folds import (
+    chemsys_folds,
+    labelled_subsystem_fraction,
+    stratified_folds,
+)
+from matdisco.classifier.intervals import compare_with_baselines
 from matdisco.classifier.labels import LabelSet, load_labels
 from matdisco.classifier.model import MODEL_FORMAT, StabilityModel, save_model
 from matdisco.classifier.neighbours import NEIGHBOUR_FEATURES, Compositions, neighbour_features
@@ -142,6 +150,11 @@ def train_stability_classifier(
             time.perf_counter() - t0,
         )
     timings["stratified_cv_s"] = time.perf_counter() - t0
+    chem = tab["chemsys"].to_numpy(object)
+    t0 = time.perf_counter()
+    bl_comps = comps if nb_on else _baseline_compositions(tab, element_table)
+    nb_strat = _describe_folds(bl_comps, dev_idx, strat, extra_idx, None, y, ehull, chem)
+    timings["baselines_s"] = time.perf_counter() - t0
     y_dev = y[dev_idx]
     cal = fit_calibrator(oof, y_dev, s.calibration)
     oof_cal_in = apply_calibrator(cal, oof)
@@ -151,7 +164,6 @@ def train_stability_classifier(
 
     # (b) k-fold grouped by chemical system on the development set
     t0 = time.perf_counter()
-    chem = tab["chemsys"].to_numpy(object)
     grouped = chemsys_folds(chem[dev_idx], k, seed)
     goof = np.full(len(dev_idx), np.nan)
     extra_chem = chem[extra_idx]
@@ -173,6 +185,9 @@ def train_stability_classifier(
         )
     timings["chemsys_grouped_cv_s"] = time.perf_counter() - t0
     goof_cal_cf = _crossfit_calibrate(goof, y_dev, grouped, s.calibration)
+    t0 = time.perf_counter()
+    nb_grouped = _describe_folds(bl_comps, dev_idx, grouped, extra_idx, chem, y, ehull, chem)
+    timings["baselines_s"] += time.perf_counter() - t0
 
     # element counts over everything the ensemble was trained on (for out-of-domain flags)
     train_rows = np.concatenate([dev_idx, extra_idx])
@@ -188,6 +203,7 @@ def train_stability_classifier(
         "label_threshold": s.label_threshold,
         "decision_threshold": thr,
         "calibration": cal,
+        "calibration_target": ENSEMBLE_TARGET,
         "boosters": [b.model_to_string() for b in boosters],
         "feature_names": feature_names,
         "base_feature_names": list(labels.feature_names),
@@ -225,7 +241,75 @@ def train_stability_classifier(
             "calibrated_ensemble": binary_metrics(y[test_idx], p_test, thr, bins),
             "raw_ensemble_mean": binary_metrics(y[test_idx], raw_test.mean(axis=0), thr, bins),
             "mean_p_stable_std": round(float(np.mean(s_test)), 6),
+            "calibration": "calibrator (fit on the single-member out-of-fold predictions) "
+            "applied to the ensemble output, the logit-space mean of the members' raw "
+            "probabilities",
+            "ece_noise_floor": round(ece_noise_floor(p_test, bins, seed=seed), 6),
         }
+
+    # baselines and 95% bootstrap intervals on the same rows as the model
+    t0 = time.perf_counter()
+    nb_boot, nb_boot_cv = s.n_bootstrap, s.n_bootstrap_cv
+    test_cmp: dict[str, Any] = {}
+    strat_cmp: dict[str, Any] = {}
+    grouped_cmp: dict[str, Any] = {}
+    if bl_comps is not None:
+        dev_chem = chem[dev_idx]
+        prior_strat = _fold_prior(y, dev_idx, strat, extra_idx)
+        prior_grouped = _fold_prior(y, dev_idx, grouped, extra_idx)
+        strat_cmp = compare_with_baselines(
+            y_dev,
+            oof_cal_cf,
+            {
+                "nearest_neighbour": B.crossfit_baseline(nb_strat, dev_chem, y_dev, strat),
+                "chemsys_prior": B.chemsys_prior(nb_strat, prior_strat),
+            },
+            nb_boot_cv,
+            seed,
+            bins,
+        )
+        grouped_cmp = compare_with_baselines(
+            y_dev,
+            goof_cal_cf,
+            {
+                "nearest_neighbour": B.crossfit_baseline(nb_grouped, dev_chem, y_dev, grouped),
+                "chemsys_prior": B.chemsys_prior(nb_grouped, prior_grouped),
+            },
+            nb_boot_cv,
+            seed,
+            bins,
+        )
+        if len(test_idx):
+            nb_test = B.describe(bl_comps, test_idx, train_rows, y, ehull)
+            lr = B.fit_baseline(B.baseline_design(nb_strat, dev_chem), y_dev)
+            test_cmp = compare_with_baselines(
+                y[test_idx],
+                p_test,
+                {
+                    "nearest_neighbour": B.predict_baseline(
+                        lr, B.baseline_design(nb_test, chem[test_idx])
+                    ),
+                    "chemsys_prior": B.chemsys_prior(nb_test, float(y[train_rows].mean())),
+                },
+                nb_boot,
+                seed,
+                bins,
+            )
+            metrics_test["intervals"] = test_cmp
+    timings["baselines_s"] += time.perf_counter() - t0
+    leak = {
+        "random_test": labelled_subsystem_fraction(chem[test_idx], chem[train_rows]),
+        "chemsys_grouped_cv": float(
+            np.mean(
+                [
+                    labelled_subsystem_fraction(
+                        chem[dev_idx[grouped == f]], chem[dev_idx[grouped != f]]
+                    )
+                    for f in range(k)
+                ]
+            )
+        ),
+    }
 
     strat_metrics = {
         "n_folds": k,
@@ -234,6 +318,7 @@ def train_stability_classifier(
         "per_fold_roc_auc": [
             round(float(_auc(y_dev[strat == f], oof[strat == f])), 6) for f in range(k)
         ],
+        "intervals": strat_cmp,
     }
     grouped_metrics = {
         "n_folds": k,
@@ -243,6 +328,7 @@ def train_stability_classifier(
         "per_fold_roc_auc": [
             round(float(_auc(y_dev[grouped == f], goof[grouped == f])), 6) for f in range(k)
         ],
+        "intervals": grouped_cmp,
     }
     metrics = {
         "matdisco_version": model["matdisco_version"],
@@ -269,6 +355,10 @@ def train_stability_classifier(
         "stratified_cv": strat_metrics,
         "chemsys_grouped_cv": grouped_metrics,
         "held_out_test": metrics_test,
+        "headline": _headline(test_cmp, strat_cmp, grouped_cmp, metrics_test),
+        "test_systems_with_labelled_subsystem_in_training": {
+            key: round(v, 4) for key, v in leak.items()
+        },
         "lightgbm": lgb_params,
     }
 
@@ -306,7 +396,8 @@ def train_stability_classifier(
     }
     timings["total_s"] = time.perf_counter() - t_all
     log.info(
-        "stratified AUC %.4f, chemsys-grouped AUC %.4f, OOF ECE raw %.4f / calibrated %.4f, test AUC %s (%.1f s)",
+        "stratified AUC %.4f, chemsys-grouped AUC %.4f, OOF ECE raw %.4f / calibrated %.4f, "
+        "test AUC %s (%.1f s)",
         strat_metrics["raw"]["roc_auc"],
         grouped_metrics["raw"]["roc_auc"],
         strat_metrics["raw"]["ece"],
@@ -315,6 +406,78 @@ def train_stability_classifier(
         timings["total_s"],
     )
     return TrainResult(model, metrics, pred, imp, curves, timings)
+
+
+def _baseline_compositions(tab: pd.DataFrame, table: ElementTable) -> Compositions | None:
+    """Parsed compositions for the baselines (None when the table lacks the ElMD scale)."""
+    if "elmd_mod_petti" not in table.properties:
+        log.warning("no ElMD scale in the element table: baselines are not computed")
+        return None
+    return Compositions.from_formulas(tab["formula"].tolist(), table)
+
+
+def _describe_folds(
+    comps: Compositions | None,
+    dev_idx: np.ndarray,
+    folds: np.ndarray,
+    extra_idx: np.ndarray,
+    chem: np.ndarray | None,
+    y: np.ndarray,
+    ehull: np.ndarray,
+    all_chem: np.ndarray,
+) -> np.ndarray | None:
+    """Neighbour description of each CV row against its fold's training rows.
+
+    Extra (training-only) rows are references too, except (when ``chem`` is given, the
+    grouped CV) those of the fold's test systems, as in the model's training.
+    """
+    if comps is None:
+        return None
+    out = np.empty((len(dev_idx), len(NEIGHBOUR_FEATURES)), dtype=np.float32)
+    for f in np.unique(folds):
+        te = folds == f
+        extra = extra_idx
+        if chem is not None:
+            extra = extra_idx[~np.isin(all_chem[extra_idx], list(set(all_chem[dev_idx[te]])))]
+        ref = np.concatenate([dev_idx[~te], extra])
+        out[te] = B.describe(comps, dev_idx[te], ref, y, ehull)
+    return out
+
+
+def _fold_prior(
+    y: np.ndarray, dev_idx: np.ndarray, folds: np.ndarray, extra_idx: np.ndarray
+) -> np.ndarray:
+    """Per CV row: the stable fraction of its fold's training rows."""
+    out = np.empty(len(dev_idx))
+    for f in np.unique(folds):
+        te = folds == f
+        out[te] = y[np.concatenate([dev_idx[~te], extra_idx])].mean()
+    return out
+
+
+def _headline(test: dict, strat: dict, grouped: dict, metrics_test: dict) -> dict[str, Any]:
+    """The numbers to quote: model vs strongest baseline, value [lo, hi], per split."""
+    out: dict[str, Any] = {}
+    for split, cmp, what in (
+        ("held_out_test", test, "shipped calibrated ensemble on the stratified held-out split"),
+        ("stratified_cv", strat, "single fold models, cross-fitted calibration, out-of-fold"),
+        ("chemsys_grouped_cv", grouped, "single fold models, cross-fitted calibration, OOF"),
+    ):
+        if not cmp:
+            continue
+        best = cmp["strongest_baseline"]
+        out[split] = {
+            "what": what,
+            "n": cmp["model"]["n"],
+            "model": {m: cmp["model"][m] for m in ("roc_auc", "pr_auc", "ece")},
+            "baseline": best,
+            "baseline_metrics": {
+                m: cmp["baselines"][best][m] for m in ("roc_auc", "pr_auc", "ece")
+            },
+        }
+    if "held_out_test" in out:
+        out["held_out_test"]["ece_noise_floor"] = metrics_test.get("ece_noise_floor")
+    return out
 
 
 def _version() -> str:

@@ -43,9 +43,16 @@ def plot_bandgap_parity(path: str | Path, held: pd.DataFrame, metrics: dict[str,
         ax.set_xlim(0, top)
         ax.set_ylim(0, top)
     m = metrics["test_grouped"]
-    ax.set_title(
-        f"held-out (formula-grouped) PBE gap: MAE {m['mae']:.3f} eV, n={m['n']}", fontsize=10
-    )
+    title = f"held-out (formula-grouped) PBE gap: MAE {m['mae']:.3f} eV, n={m['n']}"
+    iv = m.get("intervals", {}).get("mae", {})
+    if "model" in iv and "composition_prior" in iv:
+        mo, b = iv["model"], iv["composition_prior"]
+        title = (
+            f"held-out (formula-grouped) PBE gap, n={m['n']}\n"
+            f"MAE {mo['value']:.3f} [{mo['lo']:.3f}, {mo['hi']:.3f}] eV; "
+            f"composition prior {b['value']:.3f} eV"
+        )
+    ax.set_title(title, fontsize=9)
     ax.set_xlabel("PBE gap, MP (eV)")
     ax.set_ylabel("surrogate PBE gap gap_pbe_ml (eV)")
     fig.tight_layout()

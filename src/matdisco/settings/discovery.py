@@ -209,6 +209,8 @@ class ClassifierSettings(SettingsBase):
         min_element_count: a prediction is out of domain when one of its elements is in fewer
             training formulas than this
         ece_bins: equal-width probability bins of the expected calibration error
+        n_bootstrap: row-bootstrap replicates of the 95% intervals on the held-out test split
+        n_bootstrap_cv: row-bootstrap replicates of the 95% intervals on the out-of-fold CV rows
         lightgbm: LightGBM (scikit-learn API) hyperparameters; threads come from the rule
     """
 
@@ -225,4 +227,6 @@ class ClassifierSettings(SettingsBase):
     decision_threshold: float | None = None
     min_element_count: int = 20
     ece_bins: int = 10
+    n_bootstrap: int = 1000
+    n_bootstrap_cv: int = 100
     lightgbm: ClassifierLightGBMSettings = field(default_factory=ClassifierLightGBMSettings)

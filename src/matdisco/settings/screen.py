@@ -153,7 +153,10 @@ class ScreenBandgapSettings(SettingsBase):
         test_fraction: fraction of reduced formulas held out for the reported MAE (grouped split)
         n_members: ensemble members (each trained without one fold of the training split); their
             spread is gap_pbe_ml_std
-        evaluate_random_split: also report the MAE of a random row split (one extra model)
+        evaluate_random_split: also hold out a random row split (test_fraction of the rows outside
+            the grouped test) and score the same ensemble on it
+        n_bootstrap: row-bootstrap replicates of the 95% intervals of the held-out MAEs
+        gap_window: true PBE gap window (eV) of the extra non-metal MAE (the screening window)
         max_train: random subset of this many training entries (quick runs); null = all
         seed: seed of the splits and of LightGBM
         hse_mapping: gap_hse_est = slope * PBE gap + intercept (non-metals); an estimate, cite
@@ -171,6 +174,8 @@ class ScreenBandgapSettings(SettingsBase):
     test_fraction: float = 0.1
     n_members: int = 3
     evaluate_random_split: bool = True
+    n_bootstrap: int = 1000
+    gap_window: tuple[float, ...] = (1.6, 3.0)
     max_train: int | None = None
     seed: int = 0
     hse_mapping: ScreenBandgapHSEMappingSettings = field(
