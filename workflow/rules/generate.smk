@@ -73,6 +73,7 @@ rule pool_candidates:
         cifs=directory(out("candidates/cifs")),
     params:
         settings=config["pool"],
+        known=config["known"],
         code=code("matdisco.pool", "matdisco.store"),
     log:
         logf("pool_candidates"),

@@ -762,6 +762,13 @@ def candidates_table(candidates: Sequence[TemplateCandidate]) -> tuple[pd.DataFr
     return table, arrays
 
 
+def _own_formulas(formulas: Sequence[str]) -> list[str]:
+    """Reduced formulas (the store's ``formula`` spelling) of ``formulas``."""
+    from pymatgen.core import Composition
+
+    return [Composition(f).reduced_formula for f in formulas]
+
+
 def generate_templates(
     store_path: str | Path,
     targets: Sequence[str],
@@ -795,7 +802,10 @@ def generate_templates(
     per_target = []
     for formula in targets:
         t1 = time.perf_counter()
-        cands, summ = lib.predict(formula, match=ms)
+        # stored structures of the target's own formula would reproduce known structures
+        own = () if (settings or {}).get("include_target_formula", False) else (formula,)
+        cands, summ = lib.predict(formula, match=ms, exclude_formulas=_own_formulas(own))
+        summ["target_formula_templates"] = "included" if not own else "excluded"
         summ["seconds"] = round(time.perf_counter() - t1, 3)
         per_target.append(summ)
         all_candidates.extend(cands)
