@@ -16,4 +16,5 @@ with log_to(snakemake.log[0]), threadpool_limits(limits=snakemake.threads):
         oxidation_states=snakemake.params.target.get("oxidation_states", {}),
         max_atoms=snakemake.params.target["max_atoms"],
         settings=snakemake.params.settings,
+        known=snakemake.config.get("known"),
     )
