@@ -777,6 +777,7 @@ def build_pool(
         The metrics dictionary (also written to ``out_metrics``).
     """
     settings = dict(settings or {})
+    known_cfg = dict(known or {})  # `known` is reused below for the store's entries
     match = MatchSettings.from_config(settings)
     t0 = time.perf_counter()
     table, arrays = load_candidates(candidate_paths)
@@ -795,7 +796,7 @@ def build_pool(
     # novel_composition: the one definition of known (matdisco.known), with its source
     from matdisco.known import KnownCompositions, annotate_compositions
 
-    annotate_compositions(flagged, KnownCompositions.from_config(store_path, known))
+    annotate_compositions(flagged, KnownCompositions.from_config(store_path, known_cfg))
     metrics = pool_metrics(flagged)
     keep = flagged["representative"] == flagged["id"]
     # merged duplicates' ids go to their representative
