@@ -187,3 +187,13 @@ def test_funnel_counts_screen_stage():
     assert [row[c] for c in ("unique", "novel", "relaxed", "le_200meV", "le_80meV", "passing_screen")] == [
         2, 2, 2, 2, 1, 1]
     assert row["rate_passing_screen_of_novel"] == pytest.approx(0.5)
+
+
+def test_formulas_files_gz_and_list(tmp_path, root):
+    _store(tmp_path / "s.h5")
+    (tmp_path / "a.txt").write_text("Mg2MnO4\n", encoding="utf-8")
+    bartel = root / "resources/bundled/bartel2020_decomposition_enthalpy.csv.gz"
+    kc = KnownCompositions.from_store(tmp_path / "s.h5", formulas_file=[tmp_path / "a.txt", bartel])
+    assert kc.source_of("Mg2MnO4") == "user" and kc.source_of("MgMn2O3") == "user"  # Bartel knows it
+    assert kc.source_of("Mg8MnO10") == ""
+

@@ -8,8 +8,9 @@ named (``;``-joined, in this order):
 * ``labels``: the store's formula-level E_hull label table (``/labels``; for the bundled data the
   MP ``mp_e_hull`` labels, which know compounds absent from the 2018 structure set, e.g.
   MgMn2O4);
-* ``user``: an optional file of known formulas (``known.formulas_file``: one formula a line, or a
-  CSV with a ``formula`` column).
+* ``user``: files of known formulas (``known.formulas_file``: one formula a line, or a CSV
+  (.gz) with a ``formula`` column; the default adds the bundled Bartel et al. (2020) MP formula
+  set, which knows e.g. MgMn2O3, absent from the store and the CrabNet labels).
 
 A **structure** is known when pymatgen's ``StructureMatcher`` (primitive cells, volume scaled;
 the pool's ``ltol`` / ``stol`` / ``angle_tol``) matches it with any stored structure of the same
@@ -73,13 +74,19 @@ def read_formulas_file(path: str | Path) -> list[str]:
         FileNotFoundError: when the file does not exist (the message names the key and path).
         ValueError: when a line is not a formula.
     """
+    import gzip
+
     p = Path(path)
     if not p.is_file():
         raise FileNotFoundError(f"known.formulas_file: {p} does not exist")
-    text = p.read_text(encoding="utf-8")
+    if p.suffix == ".gz":
+        with gzip.open(p, "rt", encoding="utf-8") as fh:
+            text = fh.read()
+    else:
+        text = p.read_text(encoding="utf-8")
     lines = [ln.strip() for ln in text.splitlines() if ln.strip() and not ln.lstrip().startswith("#")]
     if lines and "formula" in [c.strip() for c in lines[0].split(",")]:
-        raw = pd.read_csv(p, comment="#")["formula"].dropna().astype(str).tolist()
+        raw = pd.read_csv(p, comment="#", usecols=["formula"])["formula"].dropna().astype(str).tolist()
     else:
         raw = [ln.split(",")[0].strip() for ln in lines]
     out = []
@@ -103,14 +110,15 @@ class KnownCompositions:
         store_path: str | Path,
         *,
         labels: bool = True,
-        formulas_file: str | Path | None = None,
+        formulas_file: str | Path | Sequence[str | Path] | None = None,
     ) -> KnownCompositions:
         """Known compositions from the entry store, its label table and an optional user file.
 
         Args:
             store_path: the entry store (``data/entries.h5``).
             labels: use the store's formula-level label table as a source.
-            formulas_file: optional file of further known formulas (``known.formulas_file``).
+            formulas_file: optional file(s) of further known formulas (``known.formulas_file``;
+                plain or .gz).
         """
         from matdisco.store import read_entries, read_labels
 
@@ -127,8 +135,9 @@ class KnownCompositions:
             lab = read_labels(store_path)
             if len(lab):
                 src["labels"] = {_safe_reduce(f) for f in lab["formula"].astype(str)} - {""}
-        if formulas_file:
-            src["user"] = set(read_formulas_file(formulas_file))
+        files = [formulas_file] if isinstance(formulas_file, (str, Path)) else list(formulas_file or [])
+        for f in files:
+            src["user"] |= set(read_formulas_file(f))
         kc = cls(src)
         log.info(
             "known compositions: %s",
