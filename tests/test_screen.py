@@ -103,7 +103,9 @@ def _run(d, pbx, settings, tag):
 
 def test_final_table_with_finalists(staged):
     d, pbx = staged
-    settings = {"thresholds": {"e_above_hull_max": 0.08, "dG_pbx_max": 2.0, "gap_min": 0.0, "gap_max": 20.0}, "n_best": 5}
+    # the fixture's candidates are known store entries: let them be finalists here
+    settings = {"thresholds": {"e_above_hull_max": 0.08, "dG_pbx_max": 2.0, "gap_min": 0.0, "gap_max": 20.0}, "n_best": 5,
+                "include_known_structures": True}
     o = _run(d, pbx, settings, "loose")
     table = pd.read_csv(o["out_csv"])
     summary = json.loads(o["out_summary"].read_text())
@@ -143,3 +145,17 @@ def test_nothing_passes_still_lists_best(staged):
     assert len(list(o["out_cifs"].glob("*.cif"))) == 3  # the closest ones, labelled as such
     every = pd.read_csv(o["out_all"])
     assert len(every) == 8
+
+
+def test_known_structures_are_never_finalists_by_default(staged):
+    """The fixture's candidates are known store entries: flagged, kept, never finalists."""
+    d, pbx = staged
+    settings = {"thresholds": {"e_above_hull_max": 0.08, "dG_pbx_max": 2.0, "gap_min": 0.0, "gap_max": 20.0}, "n_best": 5}
+    o = _run(d, pbx, settings, "known")
+    table = pd.read_csv(o["out_all"])
+    summary = json.loads(o["out_summary"].read_text())
+    assert table["passes_all"].any()  # they would pass the screen ...
+    assert not table["finalist"].any() and summary["n_finalists"] == 0  # ... but are not discoveries
+    assert table["claim"].str.contains("not a discovery").all()
+    assert summary["n_known_structures"] == len(table)
+

@@ -84,7 +84,8 @@ POOL_COLUMNS: dict[str, str] = {
     "generator": "generator that proposed the structure (template, wgan_gp, ...)",
     "parent": "template entry id (templates) or '' ",
     "target_formula": "composition the generator was asked for",
-    "novel_composition": "reduced formula absent from the entry store",
+    "novel_composition": "no source knows the reduced formula (matdisco.known: store, ICSD, labels, user file)",
+    "known_composition_source": "sources that know the formula (icsd;store;labels;user), '' = none",
     "novel_structure": "no StructureMatcher match among the known structures of that formula",
     "known_id": "id of the matching known entry ('' when novel_structure)",
     "charge_neutral": "a charge-neutral oxidation-state assignment exists",
@@ -366,6 +367,7 @@ def build_pool(
     out_cif_dir: str | Path | None = None,
     settings: dict[str, Any] | None = None,
     workers: int = 1,
+    known: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Merge candidate files into one deduplicated, flagged pool (see module docstring).
 
@@ -379,11 +381,14 @@ def build_pool(
         settings: the ``pool`` config section (ltol, stol, angle_tol, fingerprint_tol,
             min_distance, charge_method, drop_invalid, drop_known, write_cifs).
         workers: processes for the structure comparisons.
+        known: the ``known`` config section (:mod:`matdisco.known`: sources of known
+            compositions; sets ``novel_composition`` and ``known_composition_source``).
 
     Returns:
         The metrics dictionary (also written to ``out_metrics``).
     """
     settings = dict(settings or {})
+    known_cfg = dict(known or {})  # `known` is reused below for the store's entries
     match = MatchSettings.from_config(settings)
     t0 = time.perf_counter()
     table, arrays = load_candidates(candidate_paths)
@@ -399,6 +404,10 @@ def build_pool(
         charge_method=str(settings.get("charge_method", "smact")),
         workers=workers,
     )
+    # novel_composition: the one definition of known (matdisco.known), with its source
+    from matdisco.known import KnownCompositions, annotate_compositions
+
+    annotate_compositions(flagged, KnownCompositions.from_config(store_path, known_cfg))
     metrics = pool_metrics(flagged)
     keep = flagged["representative"] == flagged["id"]
     # merged duplicates' ids go to their representative

@@ -74,6 +74,7 @@ rule pool_candidates:
     params:
         settings=config["pool"],
         code=script_code("../scripts/pool_candidates.py"),
+        known=config["known"],
     log:
         logf("pool_candidates"),
     benchmark:

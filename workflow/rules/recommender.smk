@@ -92,6 +92,7 @@ rule propose:
     params:
         target=config["target"],
         settings=config["propose"],
+        known=config["known"],
         code=script_code("../scripts/propose.py"),
     conda:
         ENV

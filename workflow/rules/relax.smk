@@ -79,6 +79,11 @@ rule relax_reference:
         backend_options=RELAX_BACKEND_OPTIONS,
         relax=RELAX_OPTIMIZER,
         reference=config["ehull"]["reference"],
+        # template stand-ins for known formulas without a stored structure (matdisco.known)
+        templates=config["templates"],
+        oxidation_states=config["target"]["oxidation_states"],
+        match=POOL_MATCH,
+        known=config["known"],
         # kept when the job fails or is killed (not an output): the rerun resumes from it
         progress=out("relax/progress/reference.jsonl"),
         code=script_code("../scripts/relax_reference.py"),
@@ -154,10 +159,23 @@ rule gather_relax:
         "../scripts/gather_relax.py"
 
 
+# Generator summaries for the S.U.N. funnel (pool "generator" value -> summary JSON).
+EHULL_SUMMARIES = lambda wildcards: {
+    "template": out("generate/templates/summary.json"),
+    **({"wgan_gp": out("generate/gan/summary.json")} if rules.has("generate_gan") else {}),
+}
+
+
 rule ehull:
     input:
+        unpack(EHULL_SUMMARIES),
         relaxed=out("relax/relaxed.h5"),
         reference=out("relax/reference.csv"),
+        # known-ness (matdisco.known), reference structures, pool matches, the funnel
+        store=out("data/entries.h5"),
+        reference_records=out("relax/reference.jsonl"),
+        pool=out("candidates/pool.csv"),
+        selected=out("relax/selected.csv"),
     output:
         table=report(
             out("relax/ehull.csv"),
@@ -174,6 +192,9 @@ rule ehull:
         thresholds=config["ehull"]["thresholds"],
         reference_mode=config["ehull"]["reference"]["mode"],
         code=script_code("../scripts/ehull.py"),
+        known=config["known"],
+        match=POOL_MATCH,
+        below_hull_tolerance=config["ehull"]["below_hull_tolerance"],
     log:
         logf("ehull"),
     benchmark:

@@ -12,6 +12,8 @@ TARGETS.extend(
         out("screen/bandgap.csv"),
         out("final/candidates.csv"),
         out("final/summary.json"),
+        out("final/funnel.csv"),
+        out("final/funnel.png"),
         out("provenance/run.json"),
     ]
 )
@@ -145,6 +147,40 @@ rule screen:
         runtime=20,
     script:
         "../scripts/screen.py"
+
+
+# The S.U.N. funnel with the screen stage (relax/metastable_rates.json has it up to <= 80 meV).
+rule funnel:
+    input:
+        unpack(EHULL_SUMMARIES),
+        pool=out("candidates/pool.csv"),
+        selected=out("relax/selected.csv"),
+        ehull=out("relax/ehull.csv"),
+        final=out("final/all_candidates.csv"),
+    output:
+        table=report(
+            out("final/funnel.csv"),
+            caption="../report/funnel.rst",
+            category="Screening",
+        ),
+        plot=report(
+            out("final/funnel.png"),
+            caption="../report/funnel.rst",
+            category="Screening",
+        ),
+    params:
+        thresholds=config["ehull"]["thresholds"],
+        code=script_code("../scripts/funnel.py"),
+    log:
+        logf("funnel"),
+    conda:
+        ENV
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=5,
+    script:
+        "../scripts/funnel.py"
 
 
 rule provenance:

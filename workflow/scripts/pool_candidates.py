@@ -14,4 +14,5 @@ with log_to(snakemake.log[0]):
         out_cif_dir=snakemake.output.cifs,
         settings=settings,
         workers=snakemake.threads,
+        known=snakemake.params.known,
     )

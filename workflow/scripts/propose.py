@@ -19,4 +19,5 @@ with log_to(snakemake.log[0]), threadpool_limits(limits=snakemake.threads):
         max_atoms=target.max_atoms,
         settings=ProposeSettings.from_config(snakemake.params.settings),
         out_summary=snakemake.output.get("summary"),
+        known=snakemake.params.known,
     )

@@ -25,4 +25,8 @@ with log_to(snakemake.log[0]):
         relax=snakemake.params.relax,
         reference=snakemake.params.reference,
         threads=snakemake.threads,
+        templates=snakemake.params.templates,
+        oxidation_states=snakemake.params.oxidation_states,
+        match=snakemake.params.match,
+        known=snakemake.params.known,
     )

@@ -796,7 +796,10 @@ def generate_templates(
     per_target = []
     for formula in targets:
         t1 = time.perf_counter()
-        cands, summ = lib.predict(formula, exclude_formulas=exclude_formulas, match=ms)
+        # stored structures of the target's own formula would reproduce known structures
+        own = () if (settings or {}).get("include_target_formula", False) else (formula,)
+        cands, summ = lib.predict(formula, exclude_formulas=[*exclude_formulas, *own], match=ms)
+        summ["target_formula_templates"] = "included" if not own else "excluded"
         summ["seconds"] = round(time.perf_counter() - t1, 3)
         per_target.append(summ)
         all_candidates.extend(cands)

@@ -50,6 +50,7 @@ def propose(
     oxidation_states: Mapping[str, Sequence[int]] | None = None,
     max_atoms: int = 20,
     settings: ProposeSettings | Mapping[str, Any] | None = None,
+    known: Mapping[str, Any] | None = None,
     out_summary: str | Path | None = None,
 ) -> pd.DataFrame:
     """Enumerate, score and rank candidate compositions of the target space; write table and plot.
@@ -65,6 +66,8 @@ def propose(
         max_atoms: largest number of atoms per formula unit.
         settings: the ``propose`` settings (a mapping is read as the config section; None: the
             defaults).
+        known: the ``known`` config section (:mod:`matdisco.known`; a composition any source
+            knows is ``known`` and never ranked as a proposal).
         out_summary: optional JSON: the ranking beside random order over the charge-balanced
             pool (:func:`matdisco.propose.summary.ranking_summary`).
 
@@ -95,7 +98,15 @@ def propose(
     known_keys = {_key(f) for f in known_set}
     store_keys = {_key(f) for f in entries["formula"].astype(str)}
     keys = [_key(f) for f in formulas]
-    table["known"] = [k in known_keys for k in keys]
+    # known = the recommender's known set or any source of matdisco.known (labels, user file, ...)
+    from matdisco.known import KnownCompositions
+
+    kc = KnownCompositions.from_config(store, known)
+    table["known_composition_source"] = [kc.source_of(f) for f in formulas]
+    table["known"] = [
+        k in known_keys or bool(src)
+        for k, src in zip(keys, table["known_composition_source"], strict=True)
+    ]
     table["in_store"] = [k in store_keys for k in keys]
     # classifier
     p = p_std = None

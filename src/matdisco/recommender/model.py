@@ -301,10 +301,17 @@ def train_recommender(
         pickle.dump(rec, fh, protocol=pickle.HIGHEST_PROTOCOL)
     if out_summary is not None:
         top = rec.top_unknown(25)
+        # "unknown" to the model (its known set) is not "unreported": name every source that
+        # knows a listed formula (matdisco.known) and list the unreported ones apart
+        from matdisco.known import KnownCompositions
+
+        kc = KnownCompositions.from_store(store)
+        top["known_composition_source"] = [kc.source_of(f) for f in top["formula"].astype(str)]
         summary = {
             **rec.info,
             "settings": s.to_dict(),
             "top_unknown": top.to_dict(orient="records"),
+            "top_unreported": top[top["known_composition_source"] == ""].to_dict(orient="records"),
         }
         with atomic_write(out_summary) as tmp:
             Path(tmp).write_text(json.dumps(summary, indent=2, default=float) + "\n")

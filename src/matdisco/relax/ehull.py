@@ -53,6 +53,11 @@ EHULL_COLUMNS = (
     "reference",
     "novel_composition",
     "novel_structure",
+    "known_composition_source",
+    "known_structure_id",
+    "known_structure_source",
+    "e_above_hull_self_consistent",
+    "hull_flag",
 )
 
 
@@ -145,6 +150,14 @@ def compute_ehull(
     *,
     thresholds: Sequence[float] = (0.2, 0.08),
     reference_mode: str = "",
+    store_path: str | Path | None = None,
+    reference_records: str | Path | None = None,
+    pool_csv: str | Path | None = None,
+    generator_summaries: dict[str, str | Path] | None = None,
+    selected_csv: str | Path | None = None,
+    known: dict[str, Any] | None = None,
+    match: dict[str, Any] | None = None,
+    below_hull_tolerance: float = 0.005,
 ) -> pd.DataFrame:
     """E_hull, formation energy and decomposition of each relaxed candidate.
 
@@ -157,6 +170,18 @@ def compute_ehull(
         out_rates: metastable rates per generator (JSON).
         thresholds: metastability thresholds, eV/atom.
         reference_mode: how the reference energies were made (for the ``reference`` column).
+        store_path: the entry store; when given, known-ness (:mod:`matdisco.known`), the
+            self-consistent E_hull and the below-hull flag are added
+            (:func:`matdisco.relax.claims.annotate_claims`), candidates matching a known
+            structure are left out of the rates (reported apart), and the S.U.N. funnel is
+            written into the rates (needs ``pool_csv`` and ``generator_summaries``).
+        reference_records: the reference phases' relaxed structures (``reference.jsonl``).
+        pool_csv: ``candidates/pool.csv`` (pool matches, funnel).
+        generator_summaries: generator name -> its summary JSON (funnel).
+        selected_csv: ``relax/selected.csv`` (funnel stage "selected").
+        known: the ``known`` config section.
+        match: StructureMatcher tolerances (the ``pool`` section).
+        below_hull_tolerance: flag E_hull below minus this, eV/atom.
 
     Every input is read and checked before any output is written.
 
@@ -223,11 +248,52 @@ def compute_ehull(
     out["e_above_hull_method"] = np.where(
         np.isfinite(eh), f"relaxed ({scale}) vs reference hull of {ref_label}", ""
     )
+    relaxed_arrays = arrays
+    if store_path is not None:
+        from matdisco.relax.claims import annotate_claims
+
+        annotate_claims(
+            out,
+            ref,
+            relaxed_arrays.structures() if len(out) else [],
+            store_path=store_path,
+            reference_records=reference_records,
+            pool_csv=pool_csv,
+            known=known,
+            match=match,
+            below_hull_tolerance=below_hull_tolerance,
+        )
     for c in EHULL_COLUMNS:
         if c not in out.columns:
             out[c] = "" if c in ("generator", "parent", "target_formula") else np.nan
     table = out[list(EHULL_COLUMNS)]
-    rates = metastable_rates(out, thresholds)
+    if store_path is not None and len(out):
+        # generated means generated: known structures are reported apart, not in the rates
+        novel = out["novel_structure"].astype(bool).to_numpy()
+        rates = metastable_rates(out[novel], thresholds)
+        rates["definition"] = (
+            "rates over relaxed candidates that match no known structure (matdisco.known); "
+            "denominators: candidates sent to relaxation; funnel: per generator and target"
+        )
+        rates["known_structures_excluded"] = metastable_rates(out[~novel], thresholds)
+        rates["below_reference_hull"] = out.loc[
+            out["hull_flag"].astype(str) != "", ["id", "formula", "e_above_hull"]
+        ].to_dict("records")
+        if pool_csv is not None and generator_summaries:
+            from matdisco.relax.claims import funnel, funnel_records
+
+            summ = {g: json.loads(Path(p).read_text()) for g, p in generator_summaries.items()}
+            sel = (
+                pd.read_csv(selected_csv, dtype={"id": str})["id"].tolist()
+                if selected_csv is not None
+                else None
+            )
+            rates["funnel"] = funnel_records(
+                funnel(pd.read_csv(pool_csv, dtype={"id": str}), out, summ,
+                       selected_ids=sel, thresholds=thresholds)
+            )
+    else:
+        rates = metastable_rates(out, thresholds)
     rates["energy_scale"] = scale
     rates["reference"] = {
         "n_phases": int(len(ok_ref)),

@@ -9,9 +9,12 @@ An E_hull is only meaningful when the candidate and the hull share one energy sc
   are rebuilt as ``E_f + sum_el x_el mu_el`` with MP elemental reference energies ``mu`` (from
   the store's elemental entries when it carries total energies, else a JSON file).
 
-Only phases near the store's own hull are recomputed (``max_e_above_hull``, computed here from
-the store's formation energies), plus the lowest entry of each element; the rest cannot move
-the hull much and would cost most of the budget.
+Only phases near the hull are recomputed (``max_e_above_hull``: on the store's own
+formation-energy hull *or* by the label E_hull, the store's ``e_above_hull`` column), plus the
+lowest entry of each element; the rest cannot move the hull much and would cost most of the
+budget. Known formulas with a label within the window but no stored structure (the bundled
+2018 set lacks e.g. MgMn2O4) get a template-built stand-in, relaxed the same way and marked
+``origin = template:<parent>`` (:func:`template_phases`).
 """
 
 from __future__ import annotations
@@ -41,6 +44,8 @@ __all__ = [
     "validate_reference",
     "store_hull",
     "select_reference",
+    "missing_known_phases",
+    "template_phases",
     "compute_reference",
     "vasp_reference",
     "load_reference",
@@ -65,6 +70,8 @@ REFERENCE_COLUMNS = (
     "store_e_above_hull",
     "store_hull_e_above_hull",
     "e_above_hull_model",
+    "origin",
+    "label_e_above_hull",
 )
 #: columns a reference table must have (the others of :data:`REFERENCE_COLUMNS` are optional;
 #: documented in docs/interfaces.md)
@@ -114,6 +121,7 @@ def select_reference(
     *,
     max_e_above_hull: float | None = 0.1,
     max_sites: int | None = None,
+    include_label_phases: bool = True,
 ) -> pd.DataFrame:
     """Known phases to recompute: near the store hull, plus the lowest entry of each element.
 
@@ -122,11 +130,19 @@ def select_reference(
         elements: the target chemical system.
         max_e_above_hull: keep phases with store-hull E_hull <= this (eV/atom); None = all.
         max_sites: skip cells larger than this (the elemental minimum is always kept).
+        include_label_phases: also keep phases whose label E_hull (the store's
+            ``e_above_hull`` column: MP's E_hull, from the formula-level labels for the bundled
+            data) is within ``max_e_above_hull``, wherever the store's formation-energy hull
+            places them (e.g. Mg2Mn3O8: label 0, 0.31 eV/atom above the 2018 store hull).
     """
     df = store_hull(store_path, elements)
     keep = np.ones(len(df), dtype=bool)
     if max_e_above_hull is not None:
-        keep &= df["store_hull_e_above_hull"].to_numpy() <= max_e_above_hull + 1e-9
+        near = df["store_hull_e_above_hull"].to_numpy() <= max_e_above_hull + 1e-9
+        if include_label_phases and "e_above_hull" in df.columns:
+            label = df["e_above_hull"].to_numpy(dtype=float)
+            near |= np.isfinite(label) & (label <= max_e_above_hull + 1e-9)
+        keep &= near
     if max_sites is not None:
         keep &= df["nsites"].to_numpy() <= max_sites
     elemental = df["nelements"].to_numpy() == 1
@@ -139,6 +155,130 @@ def select_reference(
         "reference: %d of %d store phases of %s", len(sel), len(df), "-".join(sorted(elements))
     )
     return sel
+
+
+def missing_known_phases(
+    store_path: str | Path,
+    elements: Sequence[str],
+    *,
+    max_e_above_hull: float | None = 0.1,
+    known: dict[str, Any] | None = None,
+) -> pd.DataFrame:
+    """Known compositions of the chemical system that have no stored structure.
+
+    Known per :mod:`matdisco.known` (label table, user file). Only formulas whose label E_hull
+    is within ``max_e_above_hull`` (None = all) are returned; user-file formulas without a
+    label are kept (known by the user) and sorted last.
+
+    Returns:
+        Columns ``formula``, ``label_e_above_hull`` (NaN when unlabelled), ``known_source``,
+        ``n_atoms`` (per formula unit); lowest label first, then smallest formula unit.
+    """
+    from pymatgen.core import Composition
+
+    from matdisco.known import KnownCompositions, reduced_formula
+    from matdisco.store import read_labels
+
+    kc = KnownCompositions.from_config(store_path, known)
+    els = set(elements)
+    label = {}
+    lab = read_labels(store_path)
+    for f, e in zip(lab.get("formula", []), lab.get("e_above_hull", []), strict=True):
+        try:
+            r = reduced_formula(str(f))
+        except ValueError:
+            continue
+        label[r] = min(float(e), label.get(r, np.inf))
+    rows = []
+    for f in sorted(kc.sources.get("labels", set()) | kc.sources.get("user", set())):
+        comp = Composition(f)
+        fe = {str(e) for e in comp.elements}
+        if len(fe) < 2 or not fe <= els or kc.sources.get("store") and f in kc.sources["store"]:
+            continue
+        e = label.get(f, np.nan)
+        if np.isfinite(e) and max_e_above_hull is not None and e > max_e_above_hull + 1e-9:
+            continue
+        if not np.isfinite(e) and f not in kc.sources.get("user", set()):
+            continue
+        rows.append(
+            {
+                "formula": f,
+                "label_e_above_hull": e,
+                "known_source": kc.source_of(f),
+                "n_atoms": int(round(comp.reduced_composition.num_atoms)),
+            }
+        )
+    out = pd.DataFrame(rows, columns=["formula", "label_e_above_hull", "known_source", "n_atoms"])
+    if len(out):
+        out["_k"] = out["label_e_above_hull"].fillna(np.inf)
+        out = out.sort_values(["_k", "n_atoms", "formula"], kind="stable").drop(columns="_k")
+    return out.reset_index(drop=True)
+
+
+def template_phases(
+    store_path: str | Path,
+    missing: pd.DataFrame,
+    *,
+    max_formulas: int | None = 8,
+    templates: dict[str, Any] | None = None,
+    oxidation_states: dict[str, Sequence[int]] | None = None,
+    match: dict[str, Any] | None = None,
+    max_sites: int | None = None,
+) -> tuple[pd.DataFrame, list[Any]]:
+    """Stand-in structures for known formulas without a stored structure (best template each).
+
+    Each of the first ``max_formulas`` rows of ``missing`` gets the cheapest template structure
+    of :class:`matdisco.generate.templates.TemplateLibrary` (same settings as the template
+    generator, ``top_k`` 1), id ``ref-tpl-<formula>``, origin ``template:<parent id>``. They are
+    relaxed with the candidates' backend like every other reference phase.
+
+    Returns:
+        (rows in the :func:`select_reference` layout, structures); rows beyond the cap are
+        logged, not returned.
+    """
+    from matdisco.generate.templates import TemplateLibrary, TemplateSettings
+    from matdisco.pool import MatchSettings
+
+    if not len(missing) or (max_formulas is not None and max_formulas <= 0):
+        return pd.DataFrame(), []
+    todo = missing if max_formulas is None else missing.head(int(max_formulas))
+    skipped = missing["formula"].iloc[len(todo) :].tolist()
+    if skipped:
+        log.warning(
+            "reference: %d known formulas without a stored structure left out "
+            "(ehull.reference.max_template_phases): %s",
+            len(skipped),
+            skipped,
+        )
+    st = TemplateSettings.from_config({**(templates or {}), "top_k": 1})
+    lib = TemplateLibrary.from_store(store_path, st, oxidation_states)
+    ms = MatchSettings.from_config(match)
+    rows, structures = [], []
+    for _, m in todo.iterrows():
+        cands, _ = lib.predict(str(m["formula"]), match=ms)
+        if not cands:
+            log.warning("reference: no template structure for known formula %s", m["formula"])
+            continue
+        c = cands[0]
+        s = c.structure
+        if max_sites is not None and len(s) > max_sites:
+            log.warning("reference: template phase %s has %d > %d sites", m["formula"], len(s), max_sites)
+            continue
+        rows.append(
+            {
+                "id": f"ref-tpl-{m['formula']}",
+                "formula": m["formula"],
+                "composition": s.composition.formula.replace(" ", ""),
+                "nsites": len(s),
+                "formation_energy_per_atom": np.nan,
+                "e_above_hull": m["label_e_above_hull"],
+                "store_hull_e_above_hull": np.nan,
+                "origin": f"template:{c.parent} ({c.template_formula}, {c.mapping})",
+            }
+        )
+        structures.append(s)
+    log.info("reference: %d template phases for known formulas without a stored structure", len(rows))
+    return pd.DataFrame(rows), structures
 
 
 def phase_diagram(ref: pd.DataFrame, name_col: str = "id") -> PhaseDiagram:
@@ -194,8 +334,17 @@ def compute_reference(
     reference: dict[str, Any] | None = None,
     threads: int = 1,
     backend_obj: Backend | None = None,
+    templates: dict[str, Any] | None = None,
+    oxidation_states: dict[str, Sequence[int]] | None = None,
+    match: dict[str, Any] | None = None,
+    known: dict[str, Any] | None = None,
 ) -> pd.DataFrame:
     """Recompute the known phases of the chemical system with the candidates' backend.
+
+    Known formulas without a stored structure (:func:`missing_known_phases`, e.g. from the
+    label table) get a template stand-in (:func:`template_phases`, at most
+    ``reference["max_template_phases"]``), relaxed like the stored phases; their ``origin`` says
+    so. VASP uses no template phases (its reference is MP's energies).
 
     For ``backend == "vasp"`` nothing is computed: see :func:`vasp_reference`.
 
@@ -212,6 +361,10 @@ def compute_reference(
             and for VASP ``elemental_references``).
         threads: torch threads (BLAS always uses one).
         backend_obj: an already created backend (tests, benchmarks).
+        templates: the ``templates`` config section (template phases).
+        oxidation_states: ``target.oxidation_states`` (template phases).
+        match: StructureMatcher tolerances (the ``pool`` section).
+        known: the ``known`` config section (sources of known formulas).
     """
     from matdisco.relax.backends import get_backend
 
@@ -222,7 +375,10 @@ def compute_reference(
         elements,
         max_e_above_hull=reference.get("max_e_above_hull", 0.1),
         max_sites=reference.get("max_sites"),
+        include_label_phases=bool(reference.get("include_label_phases", True)),
     )
+    sel["origin"] = "store"
+    sel["label_e_above_hull"] = sel["e_above_hull"] if "e_above_hull" in sel.columns else np.nan
     if backend == "vasp":
         ref = vasp_reference(store_path, sel, elements, reference.get("elemental_references"))
         write_records(out_jsonl, [], {"backend": "vasp", "mode": "store", "n": len(ref)})
@@ -230,6 +386,27 @@ def compute_reference(
         return ref
     arrays = read_structure_arrays(store_path, sel.index.to_numpy())
     structures = arrays.structures()
+    n_tpl = reference.get("max_template_phases", 8)
+    if n_tpl:
+        missing = missing_known_phases(
+            store_path, elements, max_e_above_hull=reference.get("max_e_above_hull", 0.1), known=known
+        )
+        tpl, tpl_structs = template_phases(
+            store_path,
+            missing,
+            max_formulas=n_tpl,
+            templates=templates,
+            oxidation_states=oxidation_states,
+            match=match,
+            max_sites=reference.get("max_sites"),
+        )
+        if len(tpl):
+            from matdisco.store import StructureArrays
+
+            tpl["label_e_above_hull"] = tpl["e_above_hull"]
+            sel = pd.concat([sel, tpl], ignore_index=True)
+            structures = structures + tpl_structs
+            arrays = StructureArrays.from_structures(structures)
     ids = sel["id"].astype(str).tolist()
     be = backend_obj or get_backend(backend, backend_options, threads=threads)
     mode = reference.get("mode", "relax")
@@ -270,6 +447,8 @@ def compute_reference(
             "store_formation_energy_per_atom": sel["formation_energy_per_atom"].to_numpy(),
             "store_e_above_hull": sel["e_above_hull"].to_numpy(),
             "store_hull_e_above_hull": sel["store_hull_e_above_hull"].to_numpy(),
+            "origin": sel["origin"].to_numpy(),
+            "label_e_above_hull": sel["label_e_above_hull"].to_numpy(dtype=float),
         }
     )
     ref = _with_model_hull(ref)
@@ -399,6 +578,8 @@ def vasp_reference(
             "store_formation_energy_per_atom": sel["formation_energy_per_atom"].to_numpy(),
             "store_e_above_hull": sel["e_above_hull"].to_numpy(),
             "store_hull_e_above_hull": sel["store_hull_e_above_hull"].to_numpy(),
+            "origin": "store",
+            "label_e_above_hull": sel["e_above_hull"].to_numpy(dtype=float),
         }
     )
     return _with_model_hull(ref)

@@ -26,9 +26,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from matdisco.relax.claims import BELOW_HULL_TEXT
 from matdisco.store import atomic_write
 
 __all__ = ["SCREEN_DEFAULTS", "scale_slug", "judge", "powder_xrd", "screen_candidates"]
+
 
 log = logging.getLogger(__name__)
 
@@ -133,6 +135,30 @@ def powder_xrd(structure: Any, *, radiation: str = "CuKa", two_theta: tuple[floa
     return pd.DataFrame({"two_theta_deg": pat.x, "intensity": pat.y, "hkl_families": hkl, "d_spacing_A": pat.d_hkls})
 
 
+KNOWN_COLUMNS = ("known_composition_source", "known_structure_id", "known_structure_source",
+                 "e_above_hull_self_consistent", "hull_flag")
+
+
+def _claims(df: pd.DataFrame) -> list[str]:
+    """One text per row: what it may claim (novelty with its source, the below-hull flag)."""
+    out = []
+    for _, r in df.iterrows():
+        novel_s = bool(r.get("novel_structure", True)) if not pd.isna(r.get("novel_structure", True)) else True
+        ksrc = str(r.get("known_composition_source", "") or "")
+        ksrc = "" if ksrc == "nan" else ksrc
+        if not novel_s:
+            text = f"known structure {r.get('known_structure_id', '')} ({r.get('known_structure_source', '')}): not a discovery"
+        elif ksrc:
+            text = f"new structure of a known composition (known: {ksrc})"
+        else:
+            text = "new structure of an unreported composition"
+        flag = str(r.get("hull_flag", "") or "")
+        if flag and flag != "nan":
+            text += f"; {flag}"
+        out.append(text)
+    return out
+
+
 def _column_docs(slug: str, scale: str, method: str, gap_mapping: dict[str, Any] | None, th: dict[str, float]) -> dict[str, str]:
     m = gap_mapping or {}
     mapping = f"{m.get('slope', '?')}*PBE + {m.get('intercept', '?')} eV ({m.get('source', '')})"
@@ -144,8 +170,16 @@ def _column_docs(slug: str, scale: str, method: str, gap_mapping: dict[str, Any]
         "generator": "structure generator that proposed it (gan | template), from the candidate pool",
         "parent": "template / parent entry id, from the candidate pool",
         "target_formula": "target composition it was generated for (proposals)",
-        "novel_composition": "formula not in the entry store (pool stage)",
-        "novel_structure": "no structure match among store entries of that formula (pool stage)",
+        "novel_composition": "no source knows the formula (matdisco.known: ICSD, store, labels, user file)",
+        "novel_structure": "no StructureMatcher match with a known structure of that formula (matdisco.known; after relaxation)",
+        "known_composition_source": "sources that know the formula (icsd;store;labels;user); '' = unreported",
+        "known_structure_id": "id of the matching known structure (store entry or reference phase); '' = none",
+        "known_structure_source": "where the match was found: store (as generated) | store (relaxed) | reference (relaxed) | "
+        "reference template stand-in",
+        "e_above_hull_self_consistent": "E_hull, eV/atom, against the reference plus every relaxed candidate",
+        "hull_flag": f"'{BELOW_HULL_TEXT}' when E_hull < -tolerance (ehull.below_hull_tolerance)",
+        "claim": "what the row may claim: new structure of a new / known composition, known structure (not a "
+        "discovery), and the below-hull flag",
         "relax_status": "relaxation outcome (ok | failed | prescreen_rejected)",
         f"e_above_hull_{slug}": f"energy above the convex hull, eV/atom, relax backend on scale '{scale}' vs known phases recomputed on the same scale",
         "ehull_reference": "the reference hull the E_hull was measured against (relax stage)",
@@ -330,7 +364,8 @@ def screen_candidates(
         log.warning("candidates on several energy scales %s: E_hull columns mix them", scales)
     slug = scale_slug(scale)
     eh_col, dg_col = f"e_above_hull_{slug}", f"dG_pbx_{slug}"
-    keep = ["id", "formula", "composition", "generator", "parent", "target_formula", "novel_composition", "novel_structure"]
+    keep = ["id", "formula", "composition", "generator", "parent", "target_formula", "novel_composition", "novel_structure",
+            *KNOWN_COLUMNS]
     base = cand[[c for c in keep if c in cand.columns]].copy()
     base["row"] = np.arange(len(cand))
     base["relax_status"] = cand["status"].astype(str) if "status" in cand.columns else ""
@@ -345,6 +380,10 @@ def screen_candidates(
     df["gap_for_screen"], df["gap_for_screen_std"], df["gap_for_screen_source"] = g, gstd, gsrc
     judged = judge(df, th, eh_col=eh_col, dg_col=dg_col, gap_col="gap_for_screen")
     judged["finalist"] = judged["passes_all"]
+    # generated means generated: a known structure is flagged, not a finalist (unless configured)
+    if "novel_structure" in judged.columns and not s.get("include_known_structures", False):
+        judged["finalist"] &= judged["novel_structure"].fillna(True).astype(bool)
+    judged["claim"] = _claims(judged)
     n_final = int(judged["finalist"].sum())
     # structures: finalists (up to max_structures), else the best-ranked few as the closest ones
     if not len(judged):
@@ -389,7 +428,8 @@ def screen_candidates(
             judged.at[idx, "xrd_csv"] = f"xrd/{name}.csv"
             patterns.append((f"#{judged.at[idx, 'rank']} {formula} {sg}", pat))
     judged = judged.drop(columns=["row"])
-    front = ["rank", "id", "formula", "finalist", "failed_criteria", eh_col, dg_col, "gap_for_screen", "gap_for_screen_std"]
+    front = ["rank", "id", "formula", "finalist", "claim", "failed_criteria", eh_col, dg_col, "gap_for_screen",
+             "gap_for_screen_std"]
     cols = front + [c for c in judged.columns if c not in front]
     judged = judged[cols]
     n_rows = max(n_final, min(int(s["n_best"]), len(judged)))
@@ -414,7 +454,12 @@ def screen_candidates(
         "n_with_e_above_hull": int(np.isfinite(judged[eh_col].to_numpy(dtype=float)).sum()),
         "n_pass": {k: int(judged[f"pass_{k}"].sum()) for k in ("e_above_hull", "dG_pbx", "gap")},
         "n_finalists": n_final,
-        "finalists": judged.loc[judged["finalist"], ["id", "formula"]].head(50).to_dict("records"),
+        "finalists": judged.loc[judged["finalist"], [c for c in ("id", "formula", "claim", "known_composition_source",
+                                                                 "known_structure_source") if c in judged.columns]]
+        .head(50).to_dict("records"),
+        "n_below_reference_hull": int((judged.get("hull_flag", pd.Series(dtype=str)).fillna("").astype(str) != "").sum()),
+        "n_known_structures": int((~judged["novel_structure"].fillna(True).astype(bool)).sum())
+        if "novel_structure" in judged.columns else 0,
         "structures_written": note,
         "table_rows": int(n_rows),
     }

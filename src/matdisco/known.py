@@ -1,0 +1,312 @@
+"""The one definition of "known" used by every table that says novel or unreported.
+
+A **composition** (reduced formula) is known when any of these sources lists it; every match is
+named (``;``-joined, in this order):
+
+* ``icsd``: an entry of the store flagged experimental (``is_experimental == 1``, ICSD-linked);
+* ``store``: any entry of the structure store (hypothetical ones included);
+* ``labels``: the store's formula-level E_hull label table (``/labels``; for the bundled data the
+  MP ``mp_e_hull`` labels, which know compounds absent from the 2018 structure set, e.g.
+  MgMn2O4);
+* ``user``: files of known formulas (``known.formulas_file``: one formula a line, or a CSV
+  (.gz) with a ``formula`` column; the default adds the bundled Bartel et al. (2020) MP formula
+  set, which knows e.g. MgMn2O3, absent from the store and the CrabNet labels).
+
+A **structure** is known when pymatgen's ``StructureMatcher`` (primitive cells, volume scaled;
+the pool's ``ltol`` / ``stol`` / ``angle_tol``) matches it with any stored structure of the same
+reduced formula, or with a reference structure built for a known formula that has no stored one
+(:mod:`matdisco.relax.reference`, origin ``template:<parent>``); :func:`match_known_structure`
+says which.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pandas as pd
+
+if TYPE_CHECKING:
+    from pymatgen.core import Structure
+
+__all__ = [
+    "SOURCES",
+    "KnownCompositions",
+    "reduced_formula",
+    "read_formulas_file",
+    "structure_matcher",
+    "match_known_structure",
+    "store_structures_by_formula",
+    "annotate_compositions",
+    "annotate_structures",
+]
+
+log = logging.getLogger(__name__)
+
+SOURCES = ("icsd", "store", "labels", "user")
+
+
+@functools.lru_cache(maxsize=65536)
+def reduced_formula(formula: str) -> str:
+    """pymatgen's reduced formula of ``formula`` (e.g. ``Mg2Mn4O8`` -> ``MgMn2O4``).
+
+    Raises:
+        ValueError: when the formula cannot be parsed (the message names it).
+    """
+    from pymatgen.core import Composition
+
+    try:
+        return Composition(str(formula)).reduced_formula
+    except Exception as err:  # noqa: BLE001 - pymatgen raises several types
+        raise ValueError(f"cannot parse formula {formula!r}: {err}") from err
+
+
+def read_formulas_file(path: str | Path) -> list[str]:
+    """Formulas listed in a user file: a CSV with a ``formula`` column, else one per line.
+
+    Blank lines and lines starting with ``#`` are ignored.
+
+    Raises:
+        FileNotFoundError: when the file does not exist (the message names the key and path).
+        ValueError: when a line is not a formula.
+    """
+    import gzip
+
+    p = Path(path)
+    if not p.is_file():
+        raise FileNotFoundError(f"known.formulas_file: {p} does not exist")
+    if p.suffix == ".gz":
+        with gzip.open(p, "rt", encoding="utf-8") as fh:
+            text = fh.read()
+    else:
+        text = p.read_text(encoding="utf-8")
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip() and not ln.lstrip().startswith("#")]
+    if lines and "formula" in [c.strip() for c in lines[0].split(",")]:
+        raw = pd.read_csv(p, comment="#", usecols=["formula"])["formula"].dropna().astype(str).tolist()
+    else:
+        raw = [ln.split(",")[0].strip() for ln in lines]
+    out = []
+    for f in raw:
+        try:
+            out.append(reduced_formula(f))
+        except ValueError as err:
+            raise ValueError(f"known.formulas_file {p}: {err}") from err
+    return out
+
+
+@dataclass
+class KnownCompositions:
+    """Reduced formulas known per source (:data:`SOURCES`)."""
+
+    sources: dict[str, set[str]] = field(default_factory=dict)
+
+    @classmethod
+    def from_store(
+        cls,
+        store_path: str | Path,
+        *,
+        labels: bool = True,
+        formulas_file: str | Path | Sequence[str | Path] | None = None,
+    ) -> KnownCompositions:
+        """Known compositions from the entry store, its label table and an optional user file.
+
+        Args:
+            store_path: the entry store (``data/entries.h5``).
+            labels: use the store's formula-level label table as a source.
+            formulas_file: optional file(s) of further known formulas (``known.formulas_file``;
+                plain or .gz).
+        """
+        from matdisco.store import read_entries, read_labels
+
+        entries = read_entries(store_path, ["formula", "is_experimental"])
+        formulas = entries["formula"].astype(str).map(reduced_formula)
+        exp = pd.to_numeric(entries["is_experimental"], errors="coerce").fillna(0).to_numpy() == 1
+        src: dict[str, set[str]] = {
+            "icsd": set(formulas[exp]),
+            "store": set(formulas),
+            "labels": set(),
+            "user": set(),
+        }
+        if labels:
+            lab = read_labels(store_path)
+            if len(lab):
+                src["labels"] = {_safe_reduce(f) for f in lab["formula"].astype(str)} - {""}
+        files = [formulas_file] if isinstance(formulas_file, (str, Path)) else list(formulas_file or [])
+        for f in files:
+            src["user"] |= set(read_formulas_file(f))
+        kc = cls(src)
+        log.info(
+            "known compositions: %s",
+            ", ".join(f"{k} {len(v)}" for k, v in kc.sources.items()),
+        )
+        return kc
+
+    @classmethod
+    def from_config(cls, store_path: str | Path, cfg: Mapping[str, Any] | None) -> KnownCompositions:
+        """From the ``known`` config section (``labels``, ``formulas_file``)."""
+        cfg = dict(cfg or {})
+        return cls.from_store(
+            store_path, labels=bool(cfg.get("labels", True)), formulas_file=cfg.get("formulas_file")
+        )
+
+    def source_of(self, formula: str) -> str:
+        """``;``-joined names of the sources that know ``formula`` ('' = unknown to all)."""
+        f = _safe_reduce(formula)
+        return ";".join(s for s in SOURCES if f and f in self.sources.get(s, ()))
+
+    def is_known(self, formula: str) -> bool:
+        """Whether any source knows ``formula``."""
+        return bool(self.source_of(formula))
+
+    def all_formulas(self) -> set[str]:
+        """Every known reduced formula."""
+        return set().union(*self.sources.values()) if self.sources else set()
+
+
+def _safe_reduce(formula: str) -> str:
+    try:
+        return reduced_formula(formula)
+    except ValueError:
+        return ""
+
+
+def annotate_compositions(
+    table: pd.DataFrame, known: KnownCompositions, formula_col: str = "formula"
+) -> pd.DataFrame:
+    """Add ``known_composition_source`` and set ``novel_composition`` from it (in place, returned)."""
+    src = [known.source_of(f) for f in table[formula_col].astype(str)]
+    table["known_composition_source"] = src
+    table["novel_composition"] = [s == "" for s in src]
+    return table
+
+
+def structure_matcher(settings: Mapping[str, Any] | None = None) -> Any:
+    """pymatgen ``StructureMatcher`` with the pool's tolerances (primitive, volume-scaled)."""
+    from pymatgen.analysis.structure_matcher import StructureMatcher
+
+    s = dict(settings or {})
+    return StructureMatcher(
+        ltol=float(s.get("ltol", 0.2)),
+        stol=float(s.get("stol", 0.3)),
+        angle_tol=float(s.get("angle_tol", 5.0)),
+        primitive_cell=True,
+        scale=True,
+        attempt_supercell=False,
+    )
+
+
+def match_known_structure(
+    structure: Structure,
+    references: Iterable[tuple[str, Structure]],
+    matcher: Any = None,
+) -> str:
+    """Id of the first reference structure that ``matcher`` matches with ``structure`` ('' = none).
+
+    Only references of the same reduced formula are compared.
+    """
+    matcher = matcher or structure_matcher()
+    f = structure.composition.reduced_formula
+    for rid, ref in references:
+        if ref.composition.reduced_formula != f:
+            continue
+        try:
+            if matcher.fit(structure, ref):
+                return str(rid)
+        except Exception as err:  # noqa: BLE001 - a failed comparison is not a match
+            log.debug("StructureMatcher failed on %s: %s", rid, err)
+    return ""
+
+
+def store_structures_by_formula(
+    store_path: str | Path, formulas: Sequence[str]
+) -> dict[str, list[tuple[str, Structure]]]:
+    """Stored structures (id, Structure) of each of ``formulas`` (reduced)."""
+    import numpy as np
+
+    from matdisco.store import read_entries, read_structure_arrays
+
+    want = {_safe_reduce(f) for f in formulas} - {""}
+    entries = read_entries(store_path, ["id", "formula"])
+    red = entries["formula"].astype(str).map(_safe_reduce).to_numpy()
+    rows = np.flatnonzero(np.isin(red, list(want)))
+    out: dict[str, list[tuple[str, Structure]]] = {f: [] for f in want}
+    if not len(rows):
+        return out
+    structures = read_structure_arrays(store_path, rows).structures()
+    for r, s in zip(rows, structures, strict=True):
+        out[str(red[r])].append((str(entries["id"].iloc[r]), s))
+    return out
+
+
+def annotate_structures(
+    table: pd.DataFrame,
+    structures: Sequence[Structure | None],
+    *,
+    store_path: str | Path,
+    known: KnownCompositions,
+    pool_known_id: Mapping[str, str] | None = None,
+    reference: Sequence[tuple[str, str, Structure]] = (),
+    match: Mapping[str, Any] | None = None,
+) -> pd.DataFrame:
+    """Known-ness of relaxed candidates: composition and structure, each with its source.
+
+    A candidate's structure is known when (first that applies):
+
+    * the pool matched it, as generated, with a stored structure (``store (as generated)``);
+    * its relaxed structure matches a stored structure of its formula (``store (relaxed)``), or a
+      reference phase of that formula recomputed with the backend (``reference (relaxed)``);
+    * it matches a reference stand-in built from a template for a known formula without a
+      stored structure (``reference template stand-in``): it is then the same guess as the
+      reference phase, not a new structure.
+
+    Args:
+        table: candidates (``id``, ``formula``); a row of ``structures`` each (None = no
+            relaxed structure: only the pool match is used).
+        structures: relaxed structures.
+        store_path: the entry store.
+        known: the known compositions.
+        pool_known_id: id -> the pool's ``known_id`` (match as generated).
+        reference: (id, origin, relaxed structure) of the reference phases.
+        match: StructureMatcher tolerances.
+
+    Returns:
+        ``table`` with ``known_composition_source``, ``novel_composition``,
+        ``known_structure_id``, ``known_structure_source`` and ``novel_structure`` set.
+    """
+    annotate_compositions(table, known)
+    matcher = structure_matcher(match)
+    formulas = table["formula"].astype(str).map(_safe_reduce).tolist()
+    stored = store_structures_by_formula(store_path, formulas)
+    refs: dict[str, list[tuple[str, str, Structure]]] = {}
+    for rid, origin, s in reference:
+        refs.setdefault(s.composition.reduced_formula, []).append((rid, origin, s))
+    pool_known_id = dict(pool_known_id or {})
+    kid, ksrc = [], []
+    for cid, f, s in zip(table["id"].astype(str), formulas, structures, strict=True):
+        pk = str(pool_known_id.get(cid, "") or "")
+        if pk and pk != "nan":
+            kid.append(pk), ksrc.append("store (as generated)")
+            continue
+        hit, src = "", ""
+        if s is not None:
+            hit = match_known_structure(s, stored.get(f, []), matcher)
+            src = "store (relaxed)" if hit else ""
+            if not hit:
+                for rid, origin, r in refs.get(f, []):
+                    if match_known_structure(s, [(rid, r)], matcher):
+                        hit = rid
+                        src = (
+                            "reference template stand-in"
+                            if str(origin).startswith("template")
+                            else "reference (relaxed)"
+                        )
+                        break
+        kid.append(hit), ksrc.append(src)
+    table["known_structure_id"] = kid
+    table["known_structure_source"] = ksrc
+    table["novel_structure"] = [k == "" for k in kid]
+    return table
