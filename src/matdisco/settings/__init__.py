@@ -61,6 +61,7 @@ from matdisco.settings.core import (
     DataDedupeSettings,
     DataMPSettings,
     DataSettings,
+    KnownSettings,
     TargetSettings,
 )
 from matdisco.settings.discovery import (
@@ -102,6 +103,7 @@ __all__ = [
     "schema_mismatches",
     "TargetSettings",
     "DataSettings",
+    "KnownSettings",
     "DataBundledSettings",
     "DataMPSettings",
     "DataCifDirSettings",
@@ -154,6 +156,7 @@ class Settings(SettingsBase):
         run_name: name of the run; outputs go to results/<run_name>/.
         target: the chemical space in which new compounds are proposed.
         data: where entries come from and how they are deduplicated.
+        known: the one definition of known compositions and structures.
         generate: target compositions shared by the structure generators.
         recommender: tensor recommender of unreported ternary compositions.
         propose: candidate compositions of the target space, scored and ranked.
@@ -172,6 +175,7 @@ class Settings(SettingsBase):
     run_name: str = "default"
     target: TargetSettings = field(default_factory=TargetSettings)
     data: DataSettings = field(default_factory=DataSettings)
+    known: KnownSettings = field(default_factory=KnownSettings)
     generate: GenerateSettings = field(default_factory=GenerateSettings)
     recommender: RecommenderSettings = field(default_factory=RecommenderSettings)
     propose: ProposeSettings = field(default_factory=ProposeSettings)

@@ -265,6 +265,8 @@ class EHullReferenceSettings(SettingsBase):
     max_e_above_hull: float | None = 0.1
     max_sites: int | None = 80
     elemental_references: str | None = None
+    include_label_phases: bool = True
+    max_template_phases: int | None = 8
 
 
 @dataclass(frozen=True)
@@ -284,3 +286,4 @@ class EHullSettings(SettingsBase):
     thresholds: tuple[float, ...] = (0.2, 0.08)
     plot_max_e_above_hull: float = 0.5
     reference: EHullReferenceSettings = field(default_factory=EHullReferenceSettings)
+    below_hull_tolerance: float = 0.005

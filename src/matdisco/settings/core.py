@@ -18,6 +18,7 @@ __all__ = [
     "DataCifDirSettings",
     "DataDedupeSettings",
     "DataSettings",
+    "KnownSettings",
 ]
 
 
@@ -141,3 +142,20 @@ class DataSettings(SettingsBase):
     mp: DataMPSettings = field(default_factory=DataMPSettings)
     cif_dir: DataCifDirSettings = field(default_factory=DataCifDirSettings)
     dedupe: DataDedupeSettings = field(default_factory=DataDedupeSettings)
+
+
+@dataclass(frozen=True)
+class KnownSettings(SettingsBase):
+    """``known``: the one definition of known (:mod:`matdisco.known`).
+
+    Attributes:
+        labels: the store's formula-level E_hull label table counts as a source of known
+            compositions
+        formulas_file: file(s) of further known formulas (one a line, or CSV(.gz) with a
+            formula column); None = none
+    """
+
+    section: ClassVar[str] = "known"
+
+    labels: bool = True
+    formulas_file: str | tuple[str, ...] | None = None

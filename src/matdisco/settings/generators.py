@@ -81,6 +81,7 @@ class TemplateSettings(SettingsBase):
     fallback: Literal["never", "when_needed", "always"] | bool = "when_needed"
     max_fallback_templates: int = 200
     symprec: float = 0.1
+    include_target_formula: bool = False
 
 
 @dataclass(frozen=True)

@@ -239,3 +239,4 @@ class ScreenSettings(SettingsBase):
     pourbaix: ScreenPourbaixSettings = field(default_factory=ScreenPourbaixSettings)
     bandgap: ScreenBandgapSettings = field(default_factory=ScreenBandgapSettings)
     xrd: ScreenXRDSettings = field(default_factory=ScreenXRDSettings)
+    include_known_structures: bool = False
