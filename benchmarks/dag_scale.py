@@ -58,7 +58,7 @@ rule all:
     default_target: True
 """
 
-SYNTHETIC_SNAKEFILE = r'''
+SYNTHETIC_SNAKEFILE = r"""
 # benchmarks/dag_scale.py: synthetic stand-in for workflow/rules/relax.smk.
 import json
 from pathlib import Path
@@ -117,7 +117,7 @@ rule gather_relax:
         "relax/relaxed.txt",
     shell:
         "cat {input} > {output}"
-'''
+"""
 
 
 def snakemake_bin() -> str:
@@ -197,7 +197,9 @@ def prepare_real(wd: Path, n: int, shard_size: int, extra_include: str | None = 
     return ["--configfile", "bench.yaml"]
 
 
-def prepare_synthetic(wd: Path, n: int, shard_size: int, extra_include: str | None = None) -> list[str]:
+def prepare_synthetic(
+    wd: Path, n: int, shard_size: int, extra_include: str | None = None
+) -> list[str]:
     extra = f'include: "{Path(extra_include).resolve()}"\n' if extra_include else ""
     (wd / "Snakefile").write_text(extra + SYNTHETIC_SNAKEFILE)
     (wd / "candidates").mkdir()
@@ -207,12 +209,16 @@ def prepare_synthetic(wd: Path, n: int, shard_size: int, extra_include: str | No
     return cfg
 
 
-def bench(mode: str, n: int, shard_size: int, cores_cap: int | None, extra_include: str | None = None) -> dict:
+def bench(
+    mode: str, n: int, shard_size: int, cores_cap: int | None, extra_include: str | None = None
+) -> dict:
     sm = snakemake_bin()
     with tempfile.TemporaryDirectory(prefix="dag_scale_") as tmp:
         wd = Path(tmp)
         t0 = time.perf_counter()
-        cfg = (prepare_real if mode == "real" else prepare_synthetic)(wd, n, shard_size, extra_include)
+        cfg = (prepare_real if mode == "real" else prepare_synthetic)(
+            wd, n, shard_size, extra_include
+        )
         t_prepare = time.perf_counter() - t0
         base = [sm, "-n", "--profile", str(PROFILE), "--workflow-profile", "none", "--nolock", *cfg]
         if cores_cap:
@@ -247,7 +253,12 @@ def main() -> int:
     ap.add_argument("--candidates", type=int, default=10_000)
     ap.add_argument("--shard-sizes", type=int, nargs="+", default=[1, 12, 50])
     ap.add_argument("--mode", choices=["auto", "synthetic", "real"], default="auto")
-    ap.add_argument("--cores-cap", type=int, default=None, help="--cores for the dry run (default: the profile's)")
+    ap.add_argument(
+        "--cores-cap",
+        type=int,
+        default=None,
+        help="--cores for the dry run (default: the profile's)",
+    )
     ap.add_argument(
         "--compare-include",
         metavar="SMK",
@@ -260,7 +271,10 @@ def main() -> int:
         ap.error("workflow/rules/relax.smk does not exist: use --mode synthetic")
     rows = [bench(mode, args.candidates, s, args.cores_cap) for s in args.shard_sizes]
     compared = (
-        [bench(mode, args.candidates, s, args.cores_cap, args.compare_include) for s in args.shard_sizes]
+        [
+            bench(mode, args.candidates, s, args.cores_cap, args.compare_include)
+            for s in args.shard_sizes
+        ]
         if args.compare_include
         else []
     )
@@ -287,7 +301,9 @@ def main() -> int:
     }
     if compared:
         result["runs_with_compare_include"] = compared
-        result["worst_dry_run_wall_s_with_compare_include"] = max(r["dry_run_wall_s"] for r in compared)
+        result["worst_dry_run_wall_s_with_compare_include"] = max(
+            r["dry_run_wall_s"] for r in compared
+        )
     write("dag_scale", result)
     return 0 if result["within_goal"] else 1
 

@@ -78,9 +78,13 @@ def select(
     ef = df["formation_energy_per_atom"].to_numpy(dtype=float)
     elsets = [frozenset(c.split("-")) for c in df["chemsys"]]
     mgmno = sorted(
-        (i
-        for i, s in enumerate(elsets)
-        if s <= set(SYSTEM) and math.isfinite(ef[i]) and int(df.at[i, "nsites"]) <= mgmno_max_sites),
+        (
+            i
+            for i, s in enumerate(elsets)
+            if s <= set(SYSTEM)
+            and math.isfinite(ef[i])
+            and int(df.at[i, "nsites"]) <= mgmno_max_sites
+        ),
         key=lambda i: (int(df.at[i, "nsites"]), i),
     )
     pool = [
@@ -141,8 +145,13 @@ def worker(args: argparse.Namespace) -> None:
                 continue
             t1 = time.perf_counter()
             process_structures(
-                ids[k : k + chunk], structures[k : k + chunk], be, settings, progress,
-                batched=True, max_batch=chunk,
+                ids[k : k + chunk],
+                structures[k : k + chunk],
+                be,
+                settings,
+                progress,
+                batched=True,
+                max_batch=chunk,
             )
             relax_wall += time.perf_counter() - t1
             results = {i: RelaxResult.from_json_dict(progress.done[i]) for i in progress.done}
@@ -191,7 +200,10 @@ def throughput(be, sel, args, settings, work: Path, tag: str) -> dict[str, Any]:
     # fmax unreachable: every structure runs exactly the step cap on both sides (same work)
     settings = RelaxSettings(fmax=1e-4, steps=args.throughput_steps, rattle=0.05, seed=0)
     out: dict[str, Any] = {
-        "ids": ids, "steps_cap": settings.steps, "fmax": settings.fmax, "early_stop": False
+        "ids": ids,
+        "steps_cap": settings.steps,
+        "fmax": settings.fmax,
+        "early_stop": False,
     }
     for mode in (True, False):
         p = work / f"{tag}-tp-{'batched' if mode else 'serial'}.jsonl"
@@ -337,8 +349,10 @@ def summarize(args: argparse.Namespace, labels: list[str]) -> dict[str, Any]:
             continue
         part = json.loads(p.read_text())
         part["results"] = {
-            k: {kk: (float("nan") if vv is None and kk == "energy_per_atom" else vv)
-                for kk, vv in v.items()}
+            k: {
+                kk: (float("nan") if vv is None and kk == "energy_per_atom" else vv)
+                for kk, vv in v.items()
+            }
             for k, v in part["results"].items()
         }
         sc = score(sel, part)
@@ -448,8 +462,19 @@ def main() -> int:
         Path(args.work).mkdir(parents=True, exist_ok=True)
         for label in labels:
             cmd = [sys.executable, __file__, "--worker", label]
-            for k in ("n_ternary", "max_sites", "seed", "fmax", "steps", "threads",
-                      "throughput", "throughput_steps", "store", "work", "mgmno_max_sites"):
+            for k in (
+                "n_ternary",
+                "max_sites",
+                "seed",
+                "fmax",
+                "steps",
+                "threads",
+                "throughput",
+                "throughput_steps",
+                "store",
+                "work",
+                "mgmno_max_sites",
+            ):
                 cmd += [f"--{k.replace('_', '-')}", str(getattr(args, k))]
             subprocess.run(cmd, check=False)
             write(args.name, summarize(args, labels))

@@ -42,7 +42,24 @@ from matdisco.pool import MatchSettings, build_pool, fill_entry_columns, flag_ca
 from matdisco.store import StructureArrays, read_entries, read_structure_arrays, write_store  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
-SUBSTITUTES = ["Sc", "Y", "La", "Ga", "In", "Sr", "Ba", "Ca", "Zr", "Hf", "Nb", "Ta", "Cd", "Zn", "Rb", "Cs"]
+SUBSTITUTES = [
+    "Sc",
+    "Y",
+    "La",
+    "Ga",
+    "In",
+    "Sr",
+    "Ba",
+    "Ca",
+    "Zr",
+    "Hf",
+    "Nb",
+    "Ta",
+    "Cd",
+    "Zn",
+    "Rb",
+    "Cs",
+]
 
 
 def _rotation(rng: np.random.Generator) -> np.ndarray:
@@ -63,7 +80,12 @@ def perturbed(s, rng: np.random.Generator, noise: float):
     cart = s.frac_coords @ lat + rng.normal(0, rng.uniform(0, noise), (len(s), 3))
     rot = _rotation(rng)
     order = rng.permutation(len(s))
-    new = Structure(Lattice(lat @ rot.T), [s[i].specie for i in order], (cart @ rot.T)[order], coords_are_cartesian=True)
+    new = Structure(
+        Lattice(lat @ rot.T),
+        [s[i].specie for i in order],
+        (cart @ rot.T)[order],
+        coords_are_cartesian=True,
+    )
     new.scale_lattice(new.volume * rng.uniform(0.92, 1.08))
     return new
 
@@ -72,7 +94,11 @@ def sheared(s, rng: np.random.Generator, noise: float):
     """The same structure in another (unimodular) cell setting, with small noise."""
     from pymatgen.core import Lattice, Structure
 
-    m = np.array([[1, 1, 0], [0, 1, 0], [0, 0, 1]]) if rng.random() < 0.5 else np.array([[1, 0, 0], [0, 1, 1], [0, 0, 1]])
+    m = (
+        np.array([[1, 1, 0], [0, 1, 0], [0, 0, 1]])
+        if rng.random() < 0.5
+        else np.array([[1, 0, 0], [0, 1, 1], [0, 0, 1]])
+    )
     lat = m @ s.lattice.matrix
     cart = s.cart_coords + rng.normal(0, noise / 2, (len(s), 3))
     return Structure(Lattice(lat), s.species, cart, coords_are_cartesian=True, to_unit_cell=True)
@@ -96,7 +122,9 @@ def substituted(s, known: set[str], used: set[str], rng: np.random.Generator):
     return None
 
 
-def build_synthetic(store: str, n_formulas: int, copies: int, noise: float, max_sites: int, seed: int):
+def build_synthetic(
+    store: str, n_formulas: int, copies: int, noise: float, max_sites: int, seed: int
+):
     """The synthetic candidate table and structures, with ground-truth columns."""
     from pymatgen.analysis.structure_matcher import StructureMatcher
 
@@ -123,14 +151,25 @@ def build_synthetic(store: str, n_formulas: int, copies: int, noise: float, max_
     rows, structs = [], []
     used: set[str] = set()
     for key, s, f in bases:
-        variants = [s] + [perturbed(s, rng, noise) for _ in range(copies - 3)] + [sheared(s, rng, noise)]
+        variants = (
+            [s] + [perturbed(s, rng, noise) for _ in range(copies - 3)] + [sheared(s, rng, noise)]
+        )
         variants.append(s * (2, 1, 1) if len(s) <= max_sites // 2 else perturbed(s, rng, noise))
         for k, v in enumerate(variants):
-            rows.append({"id": f"{key}-v{k}", "cluster": key, "base_formula": f, "expect_known": True})
+            rows.append(
+                {"id": f"{key}-v{k}", "cluster": key, "base_formula": f, "expect_known": True}
+            )
             structs.append(v)
         t = substituted(s, known, used, rng)
         if t is not None:
-            rows.append({"id": f"{key}-sub", "cluster": f"{key}-sub", "base_formula": "", "expect_known": False})
+            rows.append(
+                {
+                    "id": f"{key}-sub",
+                    "cluster": f"{key}-sub",
+                    "base_formula": "",
+                    "expect_known": False,
+                }
+            )
             structs.append(t)
     order = rng.permutation(len(rows))  # generators do not deliver duplicates next to each other
     table = pd.DataFrame([rows[i] for i in order])
@@ -196,34 +235,58 @@ def main() -> int:
     wrong = flagged[flagged["rep_cluster"] != flagged["cluster"]]
     for _, r in wrong.iterrows():
         ok = ref_fit(r["representative"], r["id"])
-        disputed.append({"kind": "merged_across", "id": r["id"], "with": r["representative"], "reference_match": ok})
+        disputed.append(
+            {
+                "kind": "merged_across",
+                "id": r["id"],
+                "with": r["representative"],
+                "reference_match": ok,
+            }
+        )
     for cl in per_cluster[per_cluster > 1].index:
         members = flagged[flagged["cluster"] == cl]
         main_rep = members["representative"].value_counts().index[0]
         for _, r in members[members["representative"] != main_rep].iterrows():
             ok = ref_fit(main_rep, r["id"])
-            disputed.append({"kind": "split_off", "id": r["id"], "with": main_rep, "reference_match": ok})
+            disputed.append(
+                {"kind": "split_off", "id": r["id"], "with": main_rep, "reference_match": ok}
+            )
     known_rows = flagged[flagged["expect_known"]]
     sub_rows = flagged[~flagged["expect_known"]]
     kf = dict(zip(known_entries["id"], known_entries["formula"], strict=True))
-    known_ok = known_rows.apply(lambda r: (not r["novel_structure"]) and kf.get(r["known_id"]) == r["base_formula"], axis=1)
+    known_ok = known_rows.apply(
+        lambda r: (not r["novel_structure"]) and kf.get(r["known_id"]) == r["base_formula"], axis=1
+    )
     # the whole stage on files (read, flag, write pool.h5 / pool.csv / metrics.json)
     with tempfile.TemporaryDirectory() as tmp:
         cand = Path(tmp) / "candidates.h5"
         fill_entry_columns(table, arrays)
-        write_store(cand, table.drop(columns=["cluster", "base_formula", "expect_known"]), arrays,
-                    data_source="synthetic", provenance={"benchmark": "pool"})
+        write_store(
+            cand,
+            table.drop(columns=["cluster", "base_formula", "expect_known"]),
+            arrays,
+            data_source="synthetic",
+            provenance={"benchmark": "pool"},
+        )
         t2 = time.perf_counter()
         metrics = build_pool(
-            [cand], args.store, out_store=Path(tmp) / "pool.h5", out_csv=Path(tmp) / "pool.csv",
-            out_metrics=Path(tmp) / "metrics.json", out_cif_dir=None, settings={}, workers=args.workers,
+            [cand],
+            args.store,
+            out_store=Path(tmp) / "pool.h5",
+            out_csv=Path(tmp) / "pool.csv",
+            out_metrics=Path(tmp) / "metrics.json",
+            out_cif_dir=None,
+            settings={},
+            workers=args.workers,
         )
         t_build = time.perf_counter() - t2
     write(
         args.name,
         {
             "description": __doc__.split("\n\n")[1].replace("\n", " "),
-            "store": "resources/bundled/mp2018_structures.h5" if args.store.startswith(str(ROOT)) else args.store,
+            "store": "resources/bundled/mp2018_structures.h5"
+            if args.store.startswith(str(ROOT))
+            else args.store,
             "n_candidates": n,
             "n_base_structures": int(table["expect_known"].sum() // args.copies),
             "copies_per_base": args.copies,

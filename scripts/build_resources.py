@@ -102,7 +102,9 @@ def build_structures(raw: Path, out: Path) -> dict:
         "rows": len(entries),
         "parse_failures": len(failed),
         "formation_energy_sources_disagree": int(sum(disagree)),
-        "formation_energy_disagree_ids": [r["material_id"] for r, d in zip(rows, disagree, strict=True) if d],
+        "formation_energy_disagree_ids": [
+            r["material_id"] for r, d in zip(rows, disagree, strict=True) if d
+        ],
     }
     entries["source_hash"] = prov["source_sha256"]
     target = out / "mp2018_structures.h5"
@@ -116,7 +118,9 @@ def build_structures(raw: Path, out: Path) -> dict:
     return {"file": target.name, "rows": len(entries), "parse_failures": len(failed)}
 
 
-def add_dedupe_groups(path: Path, workers: int = 2, group_ids: dict[str, str] | None = None) -> dict:
+def add_dedupe_groups(
+    path: Path, workers: int = 2, group_ids: dict[str, str] | None = None
+) -> dict:
     """Precompute the data stage's duplicate groups for the default dedupe tolerances.
 
     Comparing every polymorph pair of the 36.7k structures takes minutes, so the resource
@@ -129,7 +133,9 @@ def add_dedupe_groups(path: Path, workers: int = 2, group_ids: dict[str, str] | 
     from matdisco.data.dedupe import find_duplicate_groups
     from matdisco.store import read_attrs, read_entries, read_structure_arrays
 
-    schema = yaml.safe_load((Path(__file__).resolve().parents[1] / "workflow/schemas/config.schema.yaml").read_text())
+    schema = yaml.safe_load(
+        (Path(__file__).resolve().parents[1] / "workflow/schemas/config.schema.yaml").read_text()
+    )
     props = schema["properties"]["data"]["properties"]["dedupe"]["properties"]
     tol = {k: props[k]["default"] for k in ("ltol", "stol", "angle_tol", "symprec")}
     entries = read_entries(path)
@@ -153,7 +159,9 @@ def build_labels(raw: Path, out: Path) -> list[dict]:
     frames = []
     for split in ("train", "val", "test"):
         # keep_default_na=False: sodium nitride's formula "NaN" is a formula, not a missing value
-        df = pd.read_csv(raw / "raw" / "crabnet" / "mp_e_hull" / f"{split}.csv.gz", keep_default_na=False)
+        df = pd.read_csv(
+            raw / "raw" / "crabnet" / "mp_e_hull" / f"{split}.csv.gz", keep_default_na=False
+        )
         df["crabnet_split"] = split
         frames.append(df)
     lab = pd.concat(frames, ignore_index=True).rename(columns={"target": "e_above_hull"})
@@ -163,7 +171,9 @@ def build_labels(raw: Path, out: Path) -> list[dict]:
 
     frames = []
     for split in ("train", "val", "test"):
-        df = pd.read_csv(raw / "raw" / "crabnet" / "CritExam__Ed" / f"{split}.csv.gz", keep_default_na=False)
+        df = pd.read_csv(
+            raw / "raw" / "crabnet" / "CritExam__Ed" / f"{split}.csv.gz", keep_default_na=False
+        )
         df["crabnet_split"] = split
         frames.append(df)
     ed = pd.concat(frames, ignore_index=True).rename(columns={"target": "decomposition_enthalpy"})
@@ -186,7 +196,9 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--raw", type=Path, default=here.parent / "shared" / "data")
     ap.add_argument("--out", type=Path, default=here / "resources" / "bundled")
-    ap.add_argument("--skip-structures", action="store_true", help="do not rebuild the structure HDF5")
+    ap.add_argument(
+        "--skip-structures", action="store_true", help="do not rebuild the structure HDF5"
+    )
     ap.add_argument("--workers", type=int, default=2, help="processes for the duplicate search")
     args = ap.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)

@@ -136,7 +136,9 @@ def number_of(node: dict[str, Any], root: dict[str, Any]) -> bool:
 def wrap(text: str, indent: str, first: str) -> list[str]:
     """Wrap a description for a Google-style Attributes entry."""
     text = " ".join(str(text).split())
-    lines = textwrap.wrap(first + text, 100, initial_indent=indent, subsequent_indent=indent + "    ")
+    lines = textwrap.wrap(
+        first + text, 100, initial_indent=indent, subsequent_indent=indent + "    "
+    )
     return lines
 
 

@@ -34,4 +34,6 @@ def mgo():
     """Rock-salt MgO, conventional cell (8 atoms)."""
     from pymatgen.core import Lattice, Structure
 
-    return Structure.from_spacegroup("Fm-3m", Lattice.cubic(4.21), ["Mg", "O"], [[0, 0, 0], [0.5, 0.5, 0.5]])
+    return Structure.from_spacegroup(
+        "Fm-3m", Lattice.cubic(4.21), ["Mg", "O"], [[0, 0, 0], [0.5, 0.5, 0.5]]
+    )

@@ -43,7 +43,21 @@ def _every_byte(paths):
 
 def test_archive_verifies_and_has_no_secret(run_dir, tmp_path, capsys):
     cmd = f"MP_API_KEY={FAKE_KEY} snakemake --cores 2 --config run_name=demo"
-    assert main(["archive", "results/demo", "--command", cmd, "--command", f"echo {FAKE_KEY}", "--root", str(tmp_path)]) == 0
+    assert (
+        main(
+            [
+                "archive",
+                "results/demo",
+                "--command",
+                cmd,
+                "--command",
+                f"echo {FAKE_KEY}",
+                "--root",
+                str(tmp_path),
+            ]
+        )
+        == 0
+    )
     tgz = tmp_path / "results" / "demo.tar.gz"
     side = tmp_path / "results" / "demo.MANIFEST.json"
     assert tgz.exists() and side.exists()
@@ -52,7 +66,11 @@ def test_archive_verifies_and_has_no_secret(run_dir, tmp_path, capsys):
     man = json.loads(side.read_text())
     assert man["format"] == A.MANIFEST_FORMAT
     assert set(man["files"]) == {
-        "final/candidates.csv", "final/cifs/001_MgMn2O4.cif", "logs/screen.log", "report.html", "final/table.csv.gz",
+        "final/candidates.csv",
+        "final/cifs/001_MgMn2O4.cif",
+        "logs/screen.log",
+        "report.html",
+        "final/table.csv.gz",
     }
     assert man["commands"]["recorded"][0].startswith("MP_API_KEY=<redacted> snakemake")
     assert "<redacted:MP_API_KEY>" in man["commands"]["recorded"][1]
@@ -87,7 +105,9 @@ def test_corrupted_archives_fail(run_dir, tmp_path, capsys):
     assert A.verify_archive(tgz) == []
 
     # 1. a changed file (manifest untouched)
-    _rewrite(tgz, lambda n, d: d.replace(b"MgMn2O4", b"MgMn2O5") if n.endswith("candidates.csv") else d)
+    _rewrite(
+        tgz, lambda n, d: d.replace(b"MgMn2O4", b"MgMn2O5") if n.endswith("candidates.csv") else d
+    )
     problems = A.verify_archive(tgz)
     assert any("final/candidates.csv: SHA-256" in p for p in problems)
     assert main(["verify", str(tgz)]) == 1
@@ -108,7 +128,9 @@ def test_corrupted_archives_fail(run_dir, tmp_path, capsys):
         extra = tarfile.TarInfo("demo/final/injected.csv")
         extra.size = 3
         tar.addfile(extra, io.BytesIO(b"x,y"))
-    assert any("injected.csv: in the archive but not in the manifest" in p for p in A.verify_archive(tgz))
+    assert any(
+        "injected.csv: in the archive but not in the manifest" in p for p in A.verify_archive(tgz)
+    )
 
     # 3. flipped bytes inside the compressed stream
     tgz.write_bytes(good)
@@ -130,7 +152,9 @@ def test_corrupted_archives_fail(run_dir, tmp_path, capsys):
     man["files"]["report.html"]["sha256"] = "0" * 64
     other.write_text(json.dumps(man))
     problems = A.verify_archive(tgz, other)
-    assert any("differs" in p for p in problems) and any("report.html: SHA-256" in p for p in problems)
+    assert any("differs" in p for p in problems) and any(
+        "report.html: SHA-256" in p for p in problems
+    )
 
 
 def test_secret_in_run_is_refused(run_dir, tmp_path, capsys):
@@ -147,11 +171,23 @@ def test_redaction_rules(monkeypatch):
     monkeypatch.setenv("GITHUB_TOKEN", "ghp_abcdefghijklmnop")
     secrets = A.secret_values()
     assert {"MP_API_KEY", "GITHUB_TOKEN"} <= set(secrets)
-    assert A.redact_command("PMG_MAPI_KEY=xyz123456 snakemake --cores 2") == "PMG_MAPI_KEY=<redacted> snakemake --cores 2"
-    assert A.redact_command(["tool", "--api-key", "s3cr3t-value", "--cores", "2"]) == "tool --api-key <redacted> --cores 2"
-    assert A.redact_command("run_name=x OMP_NUM_THREADS=1 snakemake") == "run_name=x OMP_NUM_THREADS=1 snakemake"
+    assert (
+        A.redact_command("PMG_MAPI_KEY=xyz123456 snakemake --cores 2")
+        == "PMG_MAPI_KEY=<redacted> snakemake --cores 2"
+    )
+    assert (
+        A.redact_command(["tool", "--api-key", "s3cr3t-value", "--cores", "2"])
+        == "tool --api-key <redacted> --cores 2"
+    )
+    assert (
+        A.redact_command("run_name=x OMP_NUM_THREADS=1 snakemake")
+        == "run_name=x OMP_NUM_THREADS=1 snakemake"
+    )
     assert FAKE_KEY not in A.redact_command(f"curl -H 'X-API-KEY: {FAKE_KEY}' https://example.org")
-    cfg = {"data": {"mp": {"api_key": "abc", "endpoint": None, "note": f"key {FAKE_KEY}"}}, "run_name": "x"}
+    cfg = {
+        "data": {"mp": {"api_key": "abc", "endpoint": None, "note": f"key {FAKE_KEY}"}},
+        "run_name": "x",
+    }
     red = A.redact_config(cfg)
     assert red["data"]["mp"]["api_key"] == "<redacted>"
     assert red["data"]["mp"]["endpoint"] is None
@@ -163,7 +199,10 @@ def test_provenance_record(tmp_path, monkeypatch, root):
     monkeypatch.setenv("MP_API_KEY", FAKE_KEY)
     cfg = {
         "run_name": "demo",
-        "data": {"bundled": {"labels": "resources/bundled/formula_ehull_labels.csv.gz"}, "mp": {"api_key": FAKE_KEY}},
+        "data": {
+            "bundled": {"labels": "resources/bundled/formula_ehull_labels.csv.gz"},
+            "mp": {"api_key": FAKE_KEY},
+        },
     }
     out = tmp_path / "run.json"
     rec = A.write_provenance(out, cfg, root=root)

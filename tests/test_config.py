@@ -41,7 +41,10 @@ def test_default_and_test_configs_are_valid(config, schema, root):
 
 
 def test_defaults_are_filled(schema):
-    cfg = validate_config({"run_name": "x", "target": {"elements": ["Mg", "O"]}, "data": {"source": "bundled"}}, schema)
+    cfg = validate_config(
+        {"run_name": "x", "target": {"elements": ["Mg", "O"]}, "data": {"source": "bundled"}},
+        schema,
+    )
     assert cfg["data"]["dedupe"]["ltol"] == 0.2
     assert cfg["data"]["bundled"]["structures"].endswith(".h5")
     assert cfg["target"]["max_atoms"] == 20

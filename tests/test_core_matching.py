@@ -25,7 +25,9 @@ SETTINGS = {
 
 
 def _rocksalt(a: float = 4.21) -> Structure:
-    return Structure.from_spacegroup("Fm-3m", Lattice.cubic(a), ["Mg", "O"], [[0, 0, 0], [0.5, 0.5, 0.5]])
+    return Structure.from_spacegroup(
+        "Fm-3m", Lattice.cubic(a), ["Mg", "O"], [[0, 0, 0], [0.5, 0.5, 0.5]]
+    )
 
 
 def _cscl() -> Structure:
@@ -34,7 +36,10 @@ def _cscl() -> Structure:
 
 def _wurtzite() -> Structure:
     return Structure.from_spacegroup(
-        "P6_3mc", Lattice.hexagonal(3.2, 5.2), ["Zn", "O"], [[1 / 3, 2 / 3, 0], [1 / 3, 2 / 3, 0.38]]
+        "P6_3mc",
+        Lattice.hexagonal(3.2, 5.2),
+        ["Zn", "O"],
+        [[1 / 3, 2 / 3, 0], [1 / 3, 2 / 3, 0.38]],
     )
 
 
@@ -47,7 +52,9 @@ def _translated(s: Structure, shift=(0.13, 0.27, 0.41)) -> Structure:
 def _broken() -> Structure:
     """MgO with two pairs of nearly overlapping atoms: spglib fails on it (0.004 Angstrom)."""
     return Structure(
-        Lattice.cubic(4.0), ["Mg", "Mg", "O", "O"], [[0, 0, 0], [0, 0, 0.001], [0.5, 0.5, 0.5], [0.5, 0.5, 0.501]]
+        Lattice.cubic(4.0),
+        ["Mg", "Mg", "O", "O"],
+        [[0, 0, 0], [0, 0, 0.001], [0.5, 0.5, 0.5], [0.5, 0.5, 0.501]],
     )
 
 
@@ -114,7 +121,8 @@ def test_find_match_novelty():
         zno_rs = _rocksalt().copy()
         zno_rs.replace_species({"Mg": "Zn"})
         nias = Structure(
-            Lattice.hexagonal(3.0, 5.0), ["Mg", "Mg", "O", "O"],
+            Lattice.hexagonal(3.0, 5.0),
+            ["Mg", "Mg", "O", "O"],
             [[0, 0, 0], [0, 0, 0.5], [1 / 3, 2 / 3, 0.25], [2 / 3, 1 / 3, 0.75]],
         )
         assert index.find_matches([zno_rs, nias, _cscl()]) == [None, None, "mp-cscl"]

@@ -9,8 +9,8 @@ import pandas as pd
 import pytest
 from pymatgen.core import Lattice, Structure
 
-from matdisco.data.bundled import EHULL_METHOD, load_bundled, load_formula_labels
 from matdisco.data.build import build_store
+from matdisco.data.bundled import EHULL_METHOD, load_bundled, load_formula_labels
 from matdisco.data.dedupe import dedupe_entries
 from matdisco.store import StructureArrays, read_entries, read_labels, read_structures
 
@@ -25,7 +25,12 @@ def bundled(root):
 
 def test_formula_labels_are_reduced_and_merged(tmp_path):
     p = tmp_path / "l.csv"
-    pd.DataFrame({"formula": ["Mg2O2", "MgO", "Fe2O3", "nonsense((", "H6Mg2Ru1"], "e_above_hull": [0.05, 0.0, 0.1, 1.0, 0.2]}).to_csv(p, index=False)
+    pd.DataFrame(
+        {
+            "formula": ["Mg2O2", "MgO", "Fe2O3", "nonsense((", "H6Mg2Ru1"],
+            "e_above_hull": [0.05, 0.0, 0.1, 1.0, 0.2],
+        }
+    ).to_csv(p, index=False)
     lab = load_formula_labels(p)
     got = dict(zip(lab["formula"], lab["e_above_hull"], strict=True))
     assert got == {"MgO": 0.0, "Fe2O3": 0.1, "Mg2H6Ru": 0.2}
@@ -61,22 +66,38 @@ def _rattled(s: Structure, seed: int, amount: float = 0.01) -> Structure:
 
 
 def test_dedupe_merges_matching_structures_only(mgo):
-    rutile = Structure(Lattice.tetragonal(4.59, 2.96), ["Ti", "Ti", "O", "O", "O", "O"],
-                       [[0, 0, 0], [.5, .5, .5], [.305, .305, 0], [.695, .695, 0], [.805, .195, .5], [.195, .805, .5]])
-    anatase = Structure.from_spacegroup("I4_1/amd", Lattice.tetragonal(3.78, 9.51), ["Ti", "O"],
-                                        [[0, 0.75, 0.125], [0, 0.75, 0.3333]])
+    rutile = Structure(
+        Lattice.tetragonal(4.59, 2.96),
+        ["Ti", "Ti", "O", "O", "O", "O"],
+        [
+            [0, 0, 0],
+            [0.5, 0.5, 0.5],
+            [0.305, 0.305, 0],
+            [0.695, 0.695, 0],
+            [0.805, 0.195, 0.5],
+            [0.195, 0.805, 0.5],
+        ],
+    )
+    anatase = Structure.from_spacegroup(
+        "I4_1/amd",
+        Lattice.tetragonal(3.78, 9.51),
+        ["Ti", "O"],
+        [[0, 0.75, 0.125], [0, 0.75, 0.3333]],
+    )
     mgo_big = mgo.copy()
     mgo_big.make_supercell([2, 1, 1])
     mgo_strained = mgo.copy()
     mgo_strained.scale_lattice(mgo.volume * 1.08)
     structs = [mgo, _rattled(mgo_big, 1), mgo_strained, rutile, anatase, _rattled(rutile, 2)]
-    entries = pd.DataFrame({
-        "id": ["m1", "m2", "m3", "t1", "t2", "t3"],
-        "formula": ["MgO"] * 3 + ["TiO2"] * 3,
-        "is_experimental": [0, 1, 0, 1, 1, 0],
-        "formation_energy_per_atom": [-3.0, -3.0, -2.9, -3.4, -3.3, -3.4],
-        "duplicate_ids": ["", "", "old-1", "", "", ""],
-    })
+    entries = pd.DataFrame(
+        {
+            "id": ["m1", "m2", "m3", "t1", "t2", "t3"],
+            "formula": ["MgO"] * 3 + ["TiO2"] * 3,
+            "is_experimental": [0, 1, 0, 1, 1, 0],
+            "formation_energy_per_atom": [-3.0, -3.0, -2.9, -3.4, -3.3, -3.4],
+            "duplicate_ids": ["", "", "old-1", "", "", ""],
+        }
+    )
     out, arrays, summary = dedupe_entries(entries, StructureArrays.from_structures(structs))
     kept = dict(zip(out["id"], out["duplicate_ids"], strict=True))
     # m2 is experimental so it is kept; m1 and m3 (supercell / strained copies) merged into it
@@ -92,14 +113,25 @@ def test_dedupe_merges_matching_structures_only(mgo):
 
 def test_dedupe_keeps_prior_duplicate_ids(mgo):
     structs = [mgo, mgo.copy()]
-    entries = pd.DataFrame({"id": ["a", "b"], "formula": ["MgO", "MgO"], "is_experimental": [1, 0],
-                            "formation_energy_per_atom": [-3.0, -3.0], "duplicate_ids": ["x;y", "z"]})
+    entries = pd.DataFrame(
+        {
+            "id": ["a", "b"],
+            "formula": ["MgO", "MgO"],
+            "is_experimental": [1, 0],
+            "formation_energy_per_atom": [-3.0, -3.0],
+            "duplicate_ids": ["x;y", "z"],
+        }
+    )
     out, _, _ = dedupe_entries(entries, StructureArrays.from_structures(structs))
     assert out["duplicate_ids"].tolist() == ["x;y;b"]
 
 
 def test_build_store_bundled(tmp_path, bundled):
-    settings = {"structures": str(bundled[0]), "labels": str(bundled[1]), "chemsys_filter": ["Ca-Ti-O"]}
+    settings = {
+        "structures": str(bundled[0]),
+        "labels": str(bundled[1]),
+        "chemsys_filter": ["Ca-Ti-O"],
+    }
     summary = build_store(
         source="bundled",
         settings=settings,
@@ -122,7 +154,11 @@ def test_build_store_bundled(tmp_path, bundled):
 def test_build_store_cif_dir_counts_rejects(tmp_path, root, bundled):
     summary = build_store(
         source="cif_dir",
-        settings={"path": str(root / "tests/data/cifs"), "experimental": True, "occupancy_tolerance": 0.01},
+        settings={
+            "path": str(root / "tests/data/cifs"),
+            "experimental": True,
+            "occupancy_tolerance": 0.01,
+        },
         dedupe={"enabled": True, "ltol": 0.2, "stol": 0.3, "angle_tol": 5.0},
         labels_path=bundled[1],
         out_store=tmp_path / "e.h5",
@@ -149,9 +185,19 @@ def test_precomputed_groups_match_a_fresh_comparison(bundled, tmp_path):
     assert pd.crosstab(shipped, fresh).astype(bool).sum(axis=1).max() == 1
     assert pd.crosstab(fresh, shipped).astype(bool).sum(axis=1).max() == 1
     assert len(set(shipped)) < len(e)  # this subset holds known duplicates (e.g. Fe3O4, LiFePO4)
-    settings = {"structures": str(bundled[0]), "labels": str(bundled[1]), "chemsys_filter": ["Fe-O"]}
-    common = dict(source="bundled", settings=settings, labels_path=bundled[1], out_store=tmp_path / "e.h5",
-                  out_rejected=tmp_path / "r.csv", out_summary=tmp_path / "s.json")
+    settings = {
+        "structures": str(bundled[0]),
+        "labels": str(bundled[1]),
+        "chemsys_filter": ["Fe-O"],
+    }
+    common = dict(
+        source="bundled",
+        settings=settings,
+        labels_path=bundled[1],
+        out_store=tmp_path / "e.h5",
+        out_rejected=tmp_path / "r.csv",
+        out_summary=tmp_path / "s.json",
+    )
     tol = {"enabled": True, "ltol": 0.2, "stol": 0.3, "angle_tol": 5.0, "symprec": 0.1}
     s1 = build_store(dedupe=tol, **common)
     assert s1["dedupe"]["groups_precomputed"] is True

@@ -344,29 +344,58 @@ def _li_o_entries():
 
     li = Structure(Lattice.cubic(3.44), ["Li", "Li"], [[0, 0, 0], [0.5, 0.5, 0.5]])
     o2 = Structure(Lattice.cubic(5.0), ["O", "O"], [[0, 0, 0], [0, 0, 0.24]])
-    li2o = Structure.from_spacegroup("Fm-3m", Lattice.cubic(4.61), ["O", "Li"], [[0, 0, 0], [0.25, 0.25, 0.25]])
-    li2o2 = Structure(
-        Lattice.hexagonal(3.14, 7.65), ["Li"] * 4 + ["O"] * 4,
-        [[0, 0, 0], [0, 0, 0.5], [1 / 3, 2 / 3, 0.25], [2 / 3, 1 / 3, 0.75],
-         [1 / 3, 2 / 3, 0.85], [1 / 3, 2 / 3, 0.65], [2 / 3, 1 / 3, 0.15], [2 / 3, 1 / 3, 0.35]],
+    li2o = Structure.from_spacegroup(
+        "Fm-3m", Lattice.cubic(4.61), ["O", "Li"], [[0, 0, 0], [0.25, 0.25, 0.25]]
     )
-    lio2 = Structure(Lattice.cubic(4.0), ["Li", "O", "O"], [[0, 0, 0], [0.5, 0.5, 0], [0.5, 0.5, 0.3]])
+    li2o2 = Structure(
+        Lattice.hexagonal(3.14, 7.65),
+        ["Li"] * 4 + ["O"] * 4,
+        [
+            [0, 0, 0],
+            [0, 0, 0.5],
+            [1 / 3, 2 / 3, 0.25],
+            [2 / 3, 1 / 3, 0.75],
+            [1 / 3, 2 / 3, 0.85],
+            [1 / 3, 2 / 3, 0.65],
+            [2 / 3, 1 / 3, 0.15],
+            [2 / 3, 1 / 3, 0.35],
+        ],
+    )
+    lio2 = Structure(
+        Lattice.cubic(4.0), ["Li", "O", "O"], [[0, 0, 0], [0.5, 0.5, 0], [0.5, 0.5, 0.3]]
+    )
 
     def entry(s, e_pa, i, corr=0.0):
         return ComputedStructureEntry(s, e_pa * len(s) - corr, correction=corr, entry_id=i)
 
-    ref = [entry(li, -1.9, "r-Li"), entry(o2, -4.9, "r-O2"), entry(li2o, -4.8, "r-Li2O", corr=0.3 * 12),
-           entry(li2o2, -4.5, "r-Li2O2")]
-    cand = [entry(li2o, -4.7, "c-Li2O"), entry(lio2, -4.0, "c-LiO2"), entry(li2o, -4.9, "c-Li2O-low"),
-            entry(li2o2, -4.2, "c-Li2O2")]
+    ref = [
+        entry(li, -1.9, "r-Li"),
+        entry(o2, -4.9, "r-O2"),
+        entry(li2o, -4.8, "r-Li2O", corr=0.3 * 12),
+        entry(li2o2, -4.5, "r-Li2O2"),
+    ]
+    cand = [
+        entry(li2o, -4.7, "c-Li2O"),
+        entry(lio2, -4.0, "c-LiO2"),
+        entry(li2o, -4.9, "c-Li2O-low"),
+        entry(li2o2, -4.2, "c-Li2O2"),
+    ]
     return ref, cand
 
 
 def _write_ref_csv(ref_entries, path, scale="toy", drop=()):
     rows = [
-        {"id": e.entry_id, "formula": e.composition.reduced_formula, "composition": e.composition.formula,
-         "nsites": len(e.structure), "energy_per_atom": e.energy_per_atom, "energy_scale": scale,
-         "status": "ok", "reason": "", "steps": 0}
+        {
+            "id": e.entry_id,
+            "formula": e.composition.reduced_formula,
+            "composition": e.composition.formula,
+            "nsites": len(e.structure),
+            "energy_per_atom": e.energy_per_atom,
+            "energy_scale": scale,
+            "status": "ok",
+            "reason": "",
+            "steps": 0,
+        }
         for e in ref_entries
     ]
     pd.DataFrame(rows).drop(columns=list(drop)).to_csv(path, index=False)
@@ -397,7 +426,9 @@ def test_from_entries_matches_pymatgen_phase_diagram(tmp_path):
     self_hull = from_entries(ref + [ComputedEntry("Na2O", -20.0, entry_id="x")], ref)
     assert np.isnan(self_hull["e_above_hull"].iloc[-1]) and "Na" in self_hull["reason"].iloc[-1]
     own = from_entries(ref)
-    np.testing.assert_allclose(own["e_above_hull"], [pdg.get_e_above_hull(e) for e in ref], atol=1e-9)
+    np.testing.assert_allclose(
+        own["e_above_hull"], [pdg.get_e_above_hull(e) for e in ref], atol=1e-9
+    )
     with pytest.raises(ValueError, match="energy scales differ"):
         from_entries(cand, tmp_path / "ref.csv", energy_scale="chgnet")
 
@@ -422,7 +453,13 @@ def test_reference_missing_column_fails_before_any_output(tmp_path, column):
             "energy_scale": "toy",
         }
     )
-    write_store(tmp_path / "relaxed.h5", df, StructureArrays.from_structures(s), data_source="relax", provenance={})
+    write_store(
+        tmp_path / "relaxed.h5",
+        df,
+        StructureArrays.from_structures(s),
+        data_source="relax",
+        provenance={},
+    )
     outs = [tmp_path / "o.csv", tmp_path / "o.h5", tmp_path / "o.json"]
     with pytest.raises(ValueError, match=column):
         compute_ehull(tmp_path / "relaxed.h5", bad, *outs)
@@ -437,9 +474,16 @@ def test_reference_missing_column_fails_before_any_output(tmp_path, column):
 def test_candidate_store_missing_column_fails_before_any_output(tmp_path):
     ref, cand = _li_o_entries()
     good = _write_ref_csv(ref, tmp_path / "ref.csv")
-    df = pd.DataFrame({"id": ["a"], "composition": ["Li2 O1"], "status": ["ok"], "energy_per_atom": [-4.7]})
-    write_store(tmp_path / "relaxed.h5", df, StructureArrays.from_structures([cand[0].structure]),
-                data_source="relax", provenance={})
+    df = pd.DataFrame(
+        {"id": ["a"], "composition": ["Li2 O1"], "status": ["ok"], "energy_per_atom": [-4.7]}
+    )
+    write_store(
+        tmp_path / "relaxed.h5",
+        df,
+        StructureArrays.from_structures([cand[0].structure]),
+        data_source="relax",
+        provenance={},
+    )
     outs = [tmp_path / "o.csv", tmp_path / "o.h5", tmp_path / "o.json"]
     with pytest.raises(ValueError, match="energy_scale"):
         compute_ehull(tmp_path / "relaxed.h5", good, *outs)
@@ -458,16 +502,33 @@ def test_cli_ehull(tmp_path, capsys):
     entries_json = tmp_path / "entries.json"
     entries_json.write_text(json.dumps([c.as_dict() for c in cand], cls=MontyEncoder))
     ref_csv = _write_ref_csv(ref, tmp_path / "ref.csv")
-    assert main(["ehull", str(entries_json), "--reference", str(ref_csv), "-o", str(tmp_path / "out.csv")]) == 0
+    assert (
+        main(
+            [
+                "ehull",
+                str(entries_json),
+                "--reference",
+                str(ref_csv),
+                "-o",
+                str(tmp_path / "out.csv"),
+            ]
+        )
+        == 0
+    )
     out = pd.read_csv(tmp_path / "out.csv")
     from matdisco.ehull import from_entries
 
-    np.testing.assert_allclose(out["e_above_hull"], from_entries(cand, ref)["e_above_hull"], atol=1e-9)
+    np.testing.assert_allclose(
+        out["e_above_hull"], from_entries(cand, ref)["e_above_hull"], atol=1e-9
+    )
     # a reference JSON of entries works too; a bad reference fails with the column named and no output
     ref_json = tmp_path / "ref.json"
     ref_json.write_text(json.dumps([e.as_dict() for e in ref], cls=MontyEncoder))
     assert main(["ehull", str(entries_json), "--reference", str(ref_json)]) == 0
     assert "c-LiO2" in capsys.readouterr().out
     bad = _write_ref_csv(ref, tmp_path / "bad.csv", drop=["energy_scale"])
-    assert main(["ehull", str(entries_json), "--reference", str(bad), "-o", str(tmp_path / "x.csv")]) == 2
+    assert (
+        main(["ehull", str(entries_json), "--reference", str(bad), "-o", str(tmp_path / "x.csv")])
+        == 2
+    )
     assert "energy_scale" in capsys.readouterr().err and not (tmp_path / "x.csv").exists()

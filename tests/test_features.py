@@ -28,14 +28,17 @@ from matdisco.features import (
 @pytest.fixture(scope="module")
 def table(root) -> ElementTable:
     return ElementTable.from_files(
-        root / "resources/bundled/magpie_elements.csv", root / "resources/bundled/elmd_element_properties.json.gz"
+        root / "resources/bundled/magpie_elements.csv",
+        root / "resources/bundled/elmd_element_properties.json.gz",
     )
 
 
 @pytest.fixture(scope="module")
 def label_formulas(root) -> list[str]:
     df = pd.read_csv(root / "resources/bundled/formula_ehull_labels.csv.gz", keep_default_na=False)
-    df = df[df["formula"] != ""]  # the bundled file lost "NaN" (sodium nitride) to pandas NA parsing
+    df = df[
+        df["formula"] != ""
+    ]  # the bundled file lost "NaN" (sodium nitride) to pandas NA parsing
     return df["formula"].sample(400, random_state=0).tolist()
 
 
@@ -99,7 +102,13 @@ def test_parser_agrees_with_pymatgen(label_formulas):
     ],
 )
 def test_parse_formula_errors(bad, reason):
-    with pytest.raises(FormulaError, match=reason.replace("(", r"\(").replace(")", r"\)").replace("[", r"\[").replace("]", r"\]")):
+    with pytest.raises(
+        FormulaError,
+        match=reason.replace("(", r"\(")
+        .replace(")", r"\)")
+        .replace("[", r"\[")
+        .replace("]", r"\]"),
+    ):
         parse_formula(bad)
 
 
@@ -143,7 +152,9 @@ def test_nacl_hand_computed(table):
     assert feat(fs, 0, "max_ionic_char") == pytest.approx(ionic, rel=1e-5)
     assert feat(fs, 0, "avg_ionic_char") == pytest.approx(0.25 * ionic, rel=1e-5)
     assert feat(fs, 0, "charge_balanced") == 1.0
-    assert feat(fs, 0, "frac_Na") == pytest.approx(0.5) and feat(fs, 0, "frac_Cl") == pytest.approx(0.5)
+    assert feat(fs, 0, "frac_Na") == pytest.approx(0.5) and feat(fs, 0, "frac_Cl") == pytest.approx(
+        0.5
+    )
     assert feat(fs, 0, "frac_O") == 0.0
     assert feat(fs, 0, "formula_unit_atoms") == 2
 
@@ -217,7 +228,11 @@ def elmd_reference() -> list[float]:
     )
     env = {**os.environ, "NUMBA_DISABLE_JIT": "1"}
     res = subprocess.run(
-        [sys.executable, "-c", code, json.dumps(ELMD_PAIRS)], env=env, capture_output=True, text=True, check=True
+        [sys.executable, "-c", code, json.dumps(ELMD_PAIRS)],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
     )
     return json.loads(res.stdout.strip().splitlines()[-1])
 
@@ -254,10 +269,21 @@ def test_featurize_store_stage(root, tmp_path, mgo):
 
     store = tmp_path / "entries.h5"
     entries = pd.DataFrame({"id": ["x-1"], "source": "t", "formula": ["MgO"], "chemsys": ["Mg-O"]})
-    labels = pd.DataFrame({"formula": ["MgO", "Mg(OH)2", "Zz3"], "e_above_hull": [0.0, 0.1, 0.0], "source": "t"})
-    write_store(store, entries, StructureArrays.from_structures([mgo]), labels, data_source="t", provenance={})
+    labels = pd.DataFrame(
+        {"formula": ["MgO", "Mg(OH)2", "Zz3"], "e_above_hull": [0.0, 0.1, 0.0], "source": "t"}
+    )
+    write_store(
+        store,
+        entries,
+        StructureArrays.from_structures([mgo]),
+        labels,
+        data_source="t",
+        provenance={},
+    )
     extra = tmp_path / "extra.csv"
-    pd.DataFrame({"formula": ["NaN", "MgO"], "decomposition_enthalpy": [-0.1, -0.2]}).to_csv(extra, index=False)
+    pd.DataFrame({"formula": ["NaN", "MgO"], "decomposition_enthalpy": [-0.1, -0.2]}).to_csv(
+        extra, index=False
+    )
     fs = featurize_store(
         store=store,
         extra_labels=extra,
@@ -267,7 +293,12 @@ def test_featurize_store_stage(root, tmp_path, mgo):
         out_features=tmp_path / "f.h5",
         out_rejects=tmp_path / "rejects.csv",
     )
-    assert fs.formulas == ["MgO", "Mg(OH)2", "Zz3", "NaN"]  # distinct; 'NaN' (sodium nitride) kept as text
+    assert fs.formulas == [
+        "MgO",
+        "Mg(OH)2",
+        "Zz3",
+        "NaN",
+    ]  # distinct; 'NaN' (sodium nitride) kept as text
     rej = pd.read_csv(tmp_path / "rejects.csv")
     assert rej["formula"].tolist() == ["Zz3"] and "unknown element" in rej["reason"][0]
     assert read_features(tmp_path / "f.h5").valid.tolist() == [True, True, False, True]

@@ -28,11 +28,26 @@ def _store(path):
     template; its label table knows MgMn2O4 (E_hull 0) and MgMn2O5 (0.3, outside the window)."""
     spinel = spinel_mgmn2o4()
     spinel.replace_species({"Mg": "Zn", "Mn": "Al"})
-    s = [_cubic("Mg", 3.2), _cubic("Mn", 2.8), _cubic("O", 2.5), mgo(), mno(), spinel, _cubic("Zn", 2.7),
-         _cubic("Al", 4.0)]
-    rows = [("mp-mg", "Mg", 0.0, 1), ("mp-mn", "Mn", 0.0, 1), ("mp-o", "O", 0.0, 1), ("mp-mgo", "Mg-O", -3.0, 1),
-            ("mp-mno", "Mn-O", -2.0, 0), ("mp-znal2o4", "Al-O-Zn", -2.5, 1), ("mp-zn", "Zn", 0.0, 1),
-            ("mp-al", "Al", 0.0, 1)]
+    s = [
+        _cubic("Mg", 3.2),
+        _cubic("Mn", 2.8),
+        _cubic("O", 2.5),
+        mgo(),
+        mno(),
+        spinel,
+        _cubic("Zn", 2.7),
+        _cubic("Al", 4.0),
+    ]
+    rows = [
+        ("mp-mg", "Mg", 0.0, 1),
+        ("mp-mn", "Mn", 0.0, 1),
+        ("mp-o", "O", 0.0, 1),
+        ("mp-mgo", "Mg-O", -3.0, 1),
+        ("mp-mno", "Mn-O", -2.0, 0),
+        ("mp-znal2o4", "Al-O-Zn", -2.5, 1),
+        ("mp-zn", "Zn", 0.0, 1),
+        ("mp-al", "Al", 0.0, 1),
+    ]
     df = pd.DataFrame(
         {
             "id": [r[0] for r in rows],
@@ -48,9 +63,20 @@ def _store(path):
         }
     )
     labels = pd.DataFrame(
-        {"formula": ["MgO", "MnO", "MgMn2O4", "MgMn2O5"], "e_above_hull": [0.0, 0.0, 0.0, 0.3], "source": "fixture"}
+        {
+            "formula": ["MgO", "MnO", "MgMn2O4", "MgMn2O5"],
+            "e_above_hull": [0.0, 0.0, 0.0, 0.3],
+            "source": "fixture",
+        }
     )
-    write_store(path, df, StructureArrays.from_structures(s), data_source="fixture", provenance={}, labels=labels)
+    write_store(
+        path,
+        df,
+        StructureArrays.from_structures(s),
+        data_source="fixture",
+        provenance={},
+        labels=labels,
+    )
 
 
 def test_known_compositions_name_every_source(tmp_path):
@@ -91,8 +117,14 @@ def test_known_phase_missing_from_store_enters_reference(tmp_path):
 
 
 def _toy_reference(path, extra=()):
-    rows = [("r-Mg", "Mg1", -1.0), ("r-Mn", "Mn1", -2.0), ("r-O", "O2", -1.0), ("r-MgO", "Mg1O1", -4.0),
-            ("r-MnO", "Mn1O1", -4.0), *extra]
+    rows = [
+        ("r-Mg", "Mg1", -1.0),
+        ("r-Mn", "Mn1", -2.0),
+        ("r-O", "O2", -1.0),
+        ("r-MgO", "Mg1O1", -4.0),
+        ("r-MnO", "Mn1O1", -4.0),
+        *extra,
+    ]
     pd.DataFrame(
         {
             "id": [r[0] for r in rows],
@@ -122,7 +154,9 @@ def _relaxed(path, structures, energies, generators):
             "energy_scale": "toy",
         }
     )
-    write_store(path, df, StructureArrays.from_structures(structures), data_source="relax", provenance={})
+    write_store(
+        path, df, StructureArrays.from_structures(structures), data_source="relax", provenance={}
+    )
     return df
 
 
@@ -136,24 +170,50 @@ def test_store_structure_as_candidate_is_excluded_and_below_hull_is_flagged(tmp_
 
     strained = mgo()
     strained.scale_lattice(strained.volume * 1.05)
-    other = Structure(Lattice.cubic(6.0), ["Mg", "Mn", "Mn", "O", "O", "O", "O"],
-                      [[0, 0, 0], [0.5, 0.5, 0], [0.5, 0, 0.5], [0.25, 0.25, 0.25], [0.75, 0.75, 0.25],
-                       [0.75, 0.25, 0.75], [0.25, 0.75, 0.75]])
-    df = _relaxed(tmp_path / "relaxed.h5", [strained, spinel_mgmn2o4(), other], [-4.0, -4.5, -3.0],
-                  ["template", "template", "wgan_gp"])
+    other = Structure(
+        Lattice.cubic(6.0),
+        ["Mg", "Mn", "Mn", "O", "O", "O", "O"],
+        [
+            [0, 0, 0],
+            [0.5, 0.5, 0],
+            [0.5, 0, 0.5],
+            [0.25, 0.25, 0.25],
+            [0.75, 0.75, 0.25],
+            [0.75, 0.25, 0.75],
+            [0.25, 0.75, 0.75],
+        ],
+    )
+    df = _relaxed(
+        tmp_path / "relaxed.h5",
+        [strained, spinel_mgmn2o4(), other],
+        [-4.0, -4.5, -3.0],
+        ["template", "template", "wgan_gp"],
+    )
     df.assign(valid=True, charge_neutral=True, novel_structure=True, known_id="").to_csv(
         tmp_path / "pool.csv", index=False
     )
-    summaries = {"template": {"per_target": [{"target_formula": "MgO", "candidates": 1},
-                                             {"target_formula": "MgMn2O4", "candidates": 1}]},
-                 "wgan_gp": {"per_formula": {"MgMn2O4": {"samples": 10, "valid": 4}}}}
+    summaries = {
+        "template": {
+            "per_target": [
+                {"target_formula": "MgO", "candidates": 1},
+                {"target_formula": "MgMn2O4", "candidates": 1},
+            ]
+        },
+        "wgan_gp": {"per_formula": {"MgMn2O4": {"samples": 10, "valid": 4}}},
+    }
     paths = {}
     for g, summ in summaries.items():
         paths[g] = tmp_path / f"{g}.json"
         paths[g].write_text(json.dumps(summ))
     out = compute_ehull(
-        tmp_path / "relaxed.h5", tmp_path / "ref.csv", tmp_path / "e.csv", tmp_path / "e.h5", tmp_path / "r.json",
-        store_path=tmp_path / "s.h5", pool_csv=tmp_path / "pool.csv", generator_summaries=paths,
+        tmp_path / "relaxed.h5",
+        tmp_path / "ref.csv",
+        tmp_path / "e.csv",
+        tmp_path / "e.h5",
+        tmp_path / "r.json",
+        store_path=tmp_path / "s.h5",
+        pool_csv=tmp_path / "pool.csv",
+        generator_summaries=paths,
     )
     assert out["novel_structure"].tolist() == [False, True, True]
     assert out["known_structure_id"].iloc[0] == "mp-mgo"
@@ -161,7 +221,9 @@ def test_store_structure_as_candidate_is_excluded_and_below_hull_is_flagged(tmp_
     assert out["known_composition_source"].tolist() == ["icsd;store;labels", "labels", "labels"]
     # below the reference hull: flagged; on the self-consistent hull it is 0
     assert out["e_above_hull"].iloc[1] < -0.005 and out["hull_flag"].iloc[1] == BELOW_HULL_TEXT
-    assert out["hull_flag"].iloc[0] == "" and out["e_above_hull_self_consistent"].iloc[1] == pytest.approx(0.0)
+    assert out["hull_flag"].iloc[0] == "" and out["e_above_hull_self_consistent"].iloc[
+        1
+    ] == pytest.approx(0.0)
     # c2 lies above c1 on the self-consistent hull, higher than against the reference alone
     assert out["e_above_hull_self_consistent"].iloc[2] > out["e_above_hull"].iloc[2]
     rates = json.loads((tmp_path / "r.json").read_text())
@@ -169,7 +231,9 @@ def test_store_structure_as_candidate_is_excluded_and_below_hull_is_flagged(tmp_
     assert rates["known_structures_excluded"]["all"]["n"] == 1
     assert [r["id"] for r in rates["below_reference_hull"]] == ["c1"]
     fun = pd.DataFrame(rates["funnel"]).set_index(["generator", "target_formula"])
-    assert fun.loc[("template", "MgO"), "unique"] == 1 and fun.loc[("template", "MgO"), "novel"] == 0
+    assert (
+        fun.loc[("template", "MgO"), "unique"] == 1 and fun.loc[("template", "MgO"), "novel"] == 0
+    )
     assert fun.loc[("wgan_gp", "MgMn2O4"), ["sampled", "valid", "novel"]].tolist() == [10, 4, 1]
     assert fun.loc[("wgan_gp", "all"), "rate_novel_of_sampled"] == pytest.approx(0.1)
     stored = read_entries(tmp_path / "e.h5")
@@ -177,15 +241,30 @@ def test_store_structure_as_candidate_is_excluded_and_below_hull_is_flagged(tmp_
 
 
 def test_funnel_counts_screen_stage():
-    pool = pd.DataFrame({"id": ["a", "b", "c"], "generator": "g", "target_formula": "MgO",
-                         "valid": [True, True, False], "charge_neutral": True, "novel_structure": True})
-    eh = pd.DataFrame({"id": ["a", "b"], "status": ["ok", "ok"], "e_above_hull": [0.05, 0.15],
-                       "novel_structure": [True, True]})
+    pool = pd.DataFrame(
+        {
+            "id": ["a", "b", "c"],
+            "generator": "g",
+            "target_formula": "MgO",
+            "valid": [True, True, False],
+            "charge_neutral": True,
+            "novel_structure": True,
+        }
+    )
+    eh = pd.DataFrame(
+        {
+            "id": ["a", "b"],
+            "status": ["ok", "ok"],
+            "e_above_hull": [0.05, 0.15],
+            "novel_structure": [True, True],
+        }
+    )
     final = pd.DataFrame({"id": ["a", "b"], "finalist": [True, False]})
     f = funnel(pool, eh, {}, final=final).set_index("target_formula")
     row = f.loc["MgO"]
-    assert [row[c] for c in ("unique", "novel", "relaxed", "le_200meV", "le_80meV", "passing_screen")] == [
-        2, 2, 2, 2, 1, 1]
+    assert [
+        row[c] for c in ("unique", "novel", "relaxed", "le_200meV", "le_80meV", "passing_screen")
+    ] == [2, 2, 2, 2, 1, 1]
     assert row["rate_passing_screen_of_novel"] == pytest.approx(0.5)
 
 
@@ -194,6 +273,7 @@ def test_formulas_files_gz_and_list(tmp_path, root):
     (tmp_path / "a.txt").write_text("Mg2MnO4\n", encoding="utf-8")
     bartel = root / "resources/bundled/bartel2020_decomposition_enthalpy.csv.gz"
     kc = KnownCompositions.from_store(tmp_path / "s.h5", formulas_file=[tmp_path / "a.txt", bartel])
-    assert kc.source_of("Mg2MnO4") == "user" and kc.source_of("MgMn2O3") == "user"  # Bartel knows it
+    assert (
+        kc.source_of("Mg2MnO4") == "user" and kc.source_of("MgMn2O3") == "user"
+    )  # Bartel knows it
     assert kc.source_of("Mg8MnO10") == ""
-

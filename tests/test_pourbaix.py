@@ -73,7 +73,11 @@ def test_dg_pbx_matches_pymatgen_binary(test_data):
     from pymatgen.analysis.pourbaix_diagram import PourbaixDiagram
 
     entries = test_data["Ag-Te"]
-    solids = [e for e in entries if e.phase_type == "Solid" and {str(x) for x in e.composition.elements} >= {"Ag", "Te"}]
+    solids = [
+        e
+        for e in entries
+        if e.phase_type == "Solid" and {str(x) for x in e.composition.elements} >= {"Ag", "Te"}
+    ]
     by_comp = {}
     for e in solids:
         by_comp.setdefault(e.composition.reduced_formula, e)
@@ -81,7 +85,9 @@ def test_dg_pbx_matches_pymatgen_binary(test_data):
     assert picked
     for e in picked:
         comp = _comp_dict(e.composition)
-        pbx = PourbaixDiagram(entries, comp_dict=comp, conc_dict={k: 1e-6 for k in comp}, filter_solids=True)
+        pbx = PourbaixDiagram(
+            entries, comp_dict=comp, conc_dict={k: 1e-6 for k in comp}, filter_solids=True
+        )
         ours = P.dg_pbx(pbx, e, n_ph=141)
         assert ours.value == pytest.approx(_pymatgen_dg_pbx(pbx, e, n=141), abs=1e-3), e.name
         assert ours.decomposes_to
@@ -92,7 +98,9 @@ def test_wrong_composition_is_refused(test_data):
 
     entries = test_data["Ag-Te"]
     pbx = PourbaixDiagram(entries, comp_dict={"Ag": 0.5, "Te": 0.5}, filter_solids=True)
-    wrong = next(e for e in entries if e.phase_type == "Solid" and e.composition.reduced_formula == "Ag")
+    wrong = next(
+        e for e in entries if e.phase_type == "Solid" and e.composition.reduced_formula == "Ag"
+    )
     with pytest.raises(ValueError, match="composition"):
         P.dg_pbx(pbx, wrong)
 
@@ -122,7 +130,11 @@ def test_offline_entries_match_mp_api(mn_inputs):
             return P.ion_references_for(ion, chemsys)
 
         def get_entries_in_chemsys(self, elements, additional_criteria=None):
-            return [copy.deepcopy(e) for e in solids if {str(x) for x in e.composition.elements} <= set(elements)]
+            return [
+                copy.deepcopy(e)
+                for e in solids
+                if {str(x) for x in e.composition.elements} <= set(elements)
+            ]
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -140,7 +152,9 @@ def test_offline_entries_match_mp_api(mn_inputs):
     diff = max(abs(t[k] - o[k]) for k in t)
     assert diff < 1e-6
     # hydroxides are in, and the ion energies moved off the raw ΔG_f (the reference-solid shift)
-    assert any(e.phase_type == "Solid" and "H" in {str(x) for x in e.composition.elements} for e in ours)
+    assert any(
+        e.phase_type == "Solid" and "H" in {str(x) for x in e.composition.elements} for e in ours
+    )
 
 
 def test_candidate_entry_and_screen_ordering(mn_inputs):

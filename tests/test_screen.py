@@ -39,7 +39,10 @@ def test_judge_pass_fail_and_rank():
     assert not row.at["b", "pass_dG_pbx"] and "dG_pbx unknown" in row.at["b", "failed_criteria"]
     assert "E_hull > 0.08" in row.at["c", "failed_criteria"]
     assert row.at["d", "n_criteria_passed"] == 1
-    assert "gap outside" in row.at["d", "failed_criteria"] and "dG_pbx > 0.59" in row.at["d", "failed_criteria"]
+    assert (
+        "gap outside" in row.at["d", "failed_criteria"]
+        and "dG_pbx > 0.59" in row.at["d", "failed_criteria"]
+    )
 
 
 def test_powder_xrd_mgo(mgo):
@@ -63,15 +66,39 @@ def staged(tmp_path_factory, root):
     bundled = root / "resources/bundled/mp2018_structures.h5"
     n = fixture_candidates(bundled, d / "cand.h5", ["Mg", "Mn", "O"], max_entries=8, max_sites=30)
     assert n == 8
-    pbx = {**{k: str(root / v) if k in ("solids", "ion_references", "elemental_references") else v for k, v in ScreenPourbaixSettings().to_dict().items()}, "n_ph": 5}
-    screen_pourbaix(candidates=d / "cand.h5", out_csv=d / "pbx.csv", out_summary=d / "pbx.json", settings=pbx, max_e_above_hull=0.08)
+    pbx = {
+        **{
+            k: str(root / v) if k in ("solids", "ion_references", "elemental_references") else v
+            for k, v in ScreenPourbaixSettings().to_dict().items()
+        },
+        "n_ph": 5,
+    }
+    screen_pourbaix(
+        candidates=d / "cand.h5",
+        out_csv=d / "pbx.csv",
+        out_summary=d / "pbx.json",
+        settings=pbx,
+        max_e_above_hull=0.08,
+    )
     # tiny surrogate trained on the fixture's own chemistry (quality is not the point here)
     screen_bandgap(
-        store=_small_store(root, d), candidates=d / "cand.h5",
-        magpie_table=root / "resources/bundled/magpie_elements.csv", elmd_table=None, feature_settings={},
-        settings={"n_members": 2, "evaluate_random_split": False, "lightgbm": {"n_estimators": 30, "num_leaves": 7}},
-        method="surrogate", max_e_above_hull=0.08, out_csv=d / "gap.csv", out_model=d / "gap.pkl",
-        out_metrics=d / "gap.json", out_parity=d / "gap.png", out_dft_dir=d / "dft",
+        store=_small_store(root, d),
+        candidates=d / "cand.h5",
+        magpie_table=root / "resources/bundled/magpie_elements.csv",
+        elmd_table=None,
+        feature_settings={},
+        settings={
+            "n_members": 2,
+            "evaluate_random_split": False,
+            "lightgbm": {"n_estimators": 30, "num_leaves": 7},
+        },
+        method="surrogate",
+        max_e_above_hull=0.08,
+        out_csv=d / "gap.csv",
+        out_model=d / "gap.pkl",
+        out_metrics=d / "gap.json",
+        out_parity=d / "gap.png",
+        out_dft_dir=d / "dft",
     )
     return d, pbx
 
@@ -82,21 +109,41 @@ def _small_store(root, d):
 
     path = root / "resources/bundled/mp2018_structures.h5"
     df = read_entries(path)
-    idx = np.flatnonzero(df["chemsys"].str.contains("O").to_numpy() & np.isfinite(df["band_gap"].to_numpy()))[:600]
+    idx = np.flatnonzero(
+        df["chemsys"].str.contains("O").to_numpy() & np.isfinite(df["band_gap"].to_numpy())
+    )[:600]
     out = d / "train.h5"
-    write_store(out, df.iloc[idx].reset_index(drop=True), read_structure_arrays(path, idx), data_source="test", provenance={})
+    write_store(
+        out,
+        df.iloc[idx].reset_index(drop=True),
+        read_structure_arrays(path, idx),
+        data_source="test",
+        provenance={},
+    )
     return out
 
 
 def _run(d, pbx, settings, tag):
     outs = {
-        "out_csv": d / f"{tag}_final.csv", "out_all": d / f"{tag}_all.csv", "out_columns": d / f"{tag}_cols.json",
-        "out_summary": d / f"{tag}_summary.json", "out_cifs": d / f"{tag}_cifs", "out_xrd": d / f"{tag}_xrd",
-        "out_xrd_plot": d / f"{tag}_xrd.png", "out_scatter": d / f"{tag}_scatter.png", "out_pourbaix_plot": d / f"{tag}_pbx.png",
+        "out_csv": d / f"{tag}_final.csv",
+        "out_all": d / f"{tag}_all.csv",
+        "out_columns": d / f"{tag}_cols.json",
+        "out_summary": d / f"{tag}_summary.json",
+        "out_cifs": d / f"{tag}_cifs",
+        "out_xrd": d / f"{tag}_xrd",
+        "out_xrd_plot": d / f"{tag}_xrd.png",
+        "out_scatter": d / f"{tag}_scatter.png",
+        "out_pourbaix_plot": d / f"{tag}_pbx.png",
     }
     F.screen_candidates(
-        candidates=d / "cand.h5", pourbaix_csv=d / "pbx.csv", bandgap_csv=d / "gap.csv", bandgap_metrics=d / "gap.json",
-        settings=settings, method="surrogate", pourbaix_settings=pbx, **outs,
+        candidates=d / "cand.h5",
+        pourbaix_csv=d / "pbx.csv",
+        bandgap_csv=d / "gap.csv",
+        bandgap_metrics=d / "gap.json",
+        settings=settings,
+        method="surrogate",
+        pourbaix_settings=pbx,
+        **outs,
     )
     return outs
 
@@ -104,16 +151,36 @@ def _run(d, pbx, settings, tag):
 def test_final_table_with_finalists(staged):
     d, pbx = staged
     # the fixture's candidates are known store entries: let them be finalists here
-    settings = {"thresholds": {"e_above_hull_max": 0.08, "dG_pbx_max": 2.0, "gap_min": 0.0, "gap_max": 20.0}, "n_best": 5,
-                "include_known_structures": True}
+    settings = {
+        "thresholds": {
+            "e_above_hull_max": 0.08,
+            "dG_pbx_max": 2.0,
+            "gap_min": 0.0,
+            "gap_max": 20.0,
+        },
+        "n_best": 5,
+        "include_known_structures": True,
+    }
     o = _run(d, pbx, settings, "loose")
     table = pd.read_csv(o["out_csv"])
     summary = json.loads(o["out_summary"].read_text())
     cols = json.loads(o["out_columns"].read_text())
-    for c in ("e_above_hull_store_hull", "dG_pbx_store_hull", "gap_pbe_ml", "gap_pbe_ml_std", "gap_hse_est",
-              "pass_e_above_hull", "pass_dG_pbx", "pass_gap", "failed_criteria", "gap_for_screen_source"):
+    for c in (
+        "e_above_hull_store_hull",
+        "dG_pbx_store_hull",
+        "gap_pbe_ml",
+        "gap_pbe_ml_std",
+        "gap_hse_est",
+        "pass_e_above_hull",
+        "pass_dG_pbx",
+        "pass_gap",
+        "failed_criteria",
+        "gap_for_screen_source",
+    ):
         assert c in table.columns
-    assert set(cols) == set(table.columns) and all(cols.values()), [c for c, v in cols.items() if not v]
+    assert set(cols) == set(table.columns) and all(cols.values()), [
+        c for c, v in cols.items() if not v
+    ]
     assert "SURROGATE" in cols["gap_pbe_ml"] and "ESTIMATE" in cols["gap_hse_est"]
     n_fin = summary["n_finalists"]
     assert n_fin == int(table["finalist"].sum()) >= 1
@@ -133,7 +200,15 @@ def test_final_table_with_finalists(staged):
 
 def test_nothing_passes_still_lists_best(staged):
     d, pbx = staged
-    settings = {"thresholds": {"e_above_hull_max": 0.08, "dG_pbx_max": 0.59, "gap_min": 50.0, "gap_max": 60.0}, "n_best": 4}
+    settings = {
+        "thresholds": {
+            "e_above_hull_max": 0.08,
+            "dG_pbx_max": 0.59,
+            "gap_min": 50.0,
+            "gap_max": 60.0,
+        },
+        "n_best": 4,
+    }
     o = _run(d, pbx, settings, "strict")
     table = pd.read_csv(o["out_csv"])
     summary = json.loads(o["out_summary"].read_text())
@@ -150,12 +225,21 @@ def test_nothing_passes_still_lists_best(staged):
 def test_known_structures_are_never_finalists_by_default(staged):
     """The fixture's candidates are known store entries: flagged, kept, never finalists."""
     d, pbx = staged
-    settings = {"thresholds": {"e_above_hull_max": 0.08, "dG_pbx_max": 2.0, "gap_min": 0.0, "gap_max": 20.0}, "n_best": 5}
+    settings = {
+        "thresholds": {
+            "e_above_hull_max": 0.08,
+            "dG_pbx_max": 2.0,
+            "gap_min": 0.0,
+            "gap_max": 20.0,
+        },
+        "n_best": 5,
+    }
     o = _run(d, pbx, settings, "known")
     table = pd.read_csv(o["out_all"])
     summary = json.loads(o["out_summary"].read_text())
     assert table["passes_all"].any()  # they would pass the screen ...
-    assert not table["finalist"].any() and summary["n_finalists"] == 0  # ... but are not discoveries
+    assert (
+        not table["finalist"].any() and summary["n_finalists"] == 0
+    )  # ... but are not discoveries
     assert table["claim"].str.contains("not a discovery").all()
     assert summary["n_known_structures"] == len(table)
-

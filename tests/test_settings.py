@@ -77,7 +77,11 @@ def test_every_section_default_instance_equals_schema_defaults(schema):
         return sum(count(v) for v in node) if isinstance(node, list) else 0
 
     assert len(sections) == count(schema) == 42  # every one has its dataclass (top level too)
-    assert {p for p, _, _ in sections} >= {"classifier.lightgbm", "gan.train", "screen.bandgap.vasp"}
+    assert {p for p, _, _ in sections} >= {
+        "classifier.lightgbm",
+        "gan.train",
+        "screen.bandgap.vasp",
+    }
     for path, cls, node in sections:
         assert cls.section == path
         expect = _schema_defaults(node, schema)
@@ -107,8 +111,13 @@ def test_mismatch_when_only_the_schema_changes(schema):
     del mutated["properties"]["templates"]["properties"]["symprec"]
     mutated["properties"]["ehull"]["properties"]["thresholds"]["default"] = [0.2, 0.1]
     problems = "\n".join(schema_mismatches(Settings, mutated))
-    assert "classifier.lightgbm.n_estimators: default 500 in ClassifierLightGBMSettings, 501" in problems
-    assert "gan.train.lr: type ['number'] in GANTrainSettings, ['integer'] in the schema" in problems
+    assert (
+        "classifier.lightgbm.n_estimators: default 500 in ClassifierLightGBMSettings, 501"
+        in problems
+    )
+    assert (
+        "gan.train.lr: type ['number'] in GANTrainSettings, ['integer'] in the schema" in problems
+    )
     assert "relax.backend: allowed values" in problems and "mace" in problems
     assert "pool.new_key: in the schema, not in PoolSettings" in problems
     assert "templates.symprec: in TemplateSettings, not in the schema" in problems
@@ -206,12 +215,18 @@ def test_wrong_types_are_named():
 def test_strings_are_read_as_declared_type_by_from_config():
     c = ClassifierSettings.from_config({"decision_threshold": "0.5", "neighbour_features": "true"})
     assert c.decision_threshold == 0.5 and c.neighbour_features is True
-    g = GANSettings.from_config({"train": {"epochs": "3", "lr": "1e-3"}, "data": {"max_sites": "null"}})
+    g = GANSettings.from_config(
+        {"train": {"epochs": "3", "lr": "1e-3"}, "data": {"max_sites": "null"}}
+    )
     assert g.train.epochs == 3 and isinstance(g.train.epochs, int)
     assert g.train.lr == 1e-3 and g.data.max_sites is None
-    r = RelaxSettings.from_config({"vasp": {"command": "srun vasp_std"}, "chgnet": {"model": "0.2.0"}})
+    r = RelaxSettings.from_config(
+        {"vasp": {"command": "srun vasp_std"}, "chgnet": {"model": "0.2.0"}}
+    )
     assert r.vasp.command == "srun vasp_std" and r.chgnet.model == "0.2.0"  # strings stay strings
-    with pytest.raises(SettingsError, match=r"classifier.decision_threshold: 'abc' is not a number"):
+    with pytest.raises(
+        SettingsError, match=r"classifier.decision_threshold: 'abc' is not a number"
+    ):
         ClassifierSettings.from_config({"decision_threshold": "abc"})
     with pytest.raises(SettingsError, match=r"gan.train.epochs: '3.5' is not an integer"):
         GANSettings.from_config({"train": {"epochs": "3.5"}})
@@ -235,7 +250,9 @@ def test_validate_config_reads_strings_as_declared_type(root, schema):
     validate_config(config, schema)
     assert config["classifier"]["decision_threshold"] == 0.5
     assert config["classifier"]["lightgbm"]["learning_rate"] == 0.1
-    assert config["gan"]["train"]["epochs"] == 3 and isinstance(config["gan"]["train"]["epochs"], int)
+    assert config["gan"]["train"]["epochs"] == 3 and isinstance(
+        config["gan"]["train"]["epochs"], int
+    )
     assert config["gan"]["data"]["slots"] == {"Mg": 4}
     assert config["ehull"]["thresholds"] == [0.2, 0.1]
     assert config["templates"]["fallback"] is False
@@ -250,13 +267,19 @@ def test_validate_config_reads_strings_as_declared_type(root, schema):
 @pytest.mark.parametrize(
     ("overlay", "expect"),
     [
-        ({"classifier": {"decision_threshold": "abc"}}, "classifier.decision_threshold: cannot read"),
+        (
+            {"classifier": {"decision_threshold": "abc"}},
+            "classifier.decision_threshold: cannot read",
+        ),
         ({"gan": {"train": {"epochs": "3.5"}}}, "gan.train.epochs: cannot read the string '3.5'"),
         ({"relax": {"relax_cell": "maybe"}}, "relax.relax_cell: cannot read the string 'maybe'"),
         ({"ehull": {"thresholds": ["0.2", "x"]}}, "ehull.thresholds.1: cannot read"),
         ({"templates": {"fallback": "sometimes"}}, "templates.fallback: 'sometimes' is not valid"),
         # converted, then still checked against the range
-        ({"classifier": {"decision_threshold": "1.5"}}, "classifier.decision_threshold: 1.5 is not"),
+        (
+            {"classifier": {"decision_threshold": "1.5"}},
+            "classifier.decision_threshold: 1.5 is not",
+        ),
     ],
 )
 def test_unconvertible_string_is_named(root, schema, overlay, expect):

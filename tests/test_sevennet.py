@@ -29,10 +29,13 @@ def mgo_mp(root):
     df = read_entries(store)
     row = int(np.flatnonzero(df["id"].to_numpy() == "mp-1265")[0])
     s = read_structure_arrays(store, [row]).structures()[0]
-    with gzip.open(root / "resources/bundled/mp_elemental_reference_entries_2023-02-07.json.gz") as fh:
+    with gzip.open(
+        root / "resources/bundled/mp_elemental_reference_entries_2023-02-07.json.gz"
+    ) as fh:
         refs = json.load(fh)
     mu = {
-        el: (refs[el]["energy"] + refs[el].get("correction", 0.0)) / sum(refs[el]["composition"].values())
+        el: (refs[el]["energy"] + refs[el].get("correction", 0.0))
+        / sum(refs[el]["composition"].values())
         for el in ("Mg", "O")
     }
     ef = float(df["formation_energy_per_atom"].iloc[row])
@@ -98,10 +101,24 @@ def test_reference_on_another_scale_is_refused(tmp_path):
 
     ref = pd.DataFrame(
         [
-            {"id": "a", "formula": "Mg", "composition": "Mg1", "nsites": 1,
-             "energy_per_atom": -1.6, "energy_scale": "sevennet-7net-0/mp2020", "status": "ok"},
-            {"id": "b", "formula": "O2", "composition": "O2", "nsites": 2,
-             "energy_per_atom": -4.9, "energy_scale": "sevennet-7net-0/mp2020", "status": "ok"},
+            {
+                "id": "a",
+                "formula": "Mg",
+                "composition": "Mg1",
+                "nsites": 1,
+                "energy_per_atom": -1.6,
+                "energy_scale": "sevennet-7net-0/mp2020",
+                "status": "ok",
+            },
+            {
+                "id": "b",
+                "formula": "O2",
+                "composition": "O2",
+                "nsites": 2,
+                "energy_per_atom": -4.9,
+                "energy_scale": "sevennet-7net-0/mp2020",
+                "status": "ok",
+            },
         ]
     )
     path = tmp_path / "reference.csv"

@@ -78,7 +78,9 @@ def test_profile_is_valid_for_the_plugin():
     assert "slurm_account" not in dr and "slurm_partition" not in dr
     assert prof["set-resources"]["train_gan"]["gpu"] == 1
     for res in prof["set-resources"].values():
-        assert "--gres" not in str(res.get("slurm_extra", "")), "the plugin rejects --gres in slurm_extra"
+        assert "--gres" not in str(res.get("slurm_extra", "")), (
+            "the plugin rejects --gres in slurm_extra"
+        )
     assert prof["group-components"]["relax"] > 1
     text = (PROFILE / "config.yaml").read_text()
     # every entry explains itself: a comment right above each top-level key
@@ -100,28 +102,58 @@ def test_installed_profile_reaches_the_jobs(tmp_path, snakemake_bin):
     env = {**os.environ, "HOME": str(home)}
     env.pop("XDG_CONFIG_HOME", None)
     inst = subprocess.run(
-        ["bash", str(ROOT / "scripts/install_profile.sh"), "--account", "acct1", "--partition", "part1"],
-        env=env, capture_output=True, text=True, stdin=subprocess.DEVNULL,
+        [
+            "bash",
+            str(ROOT / "scripts/install_profile.sh"),
+            "--account",
+            "acct1",
+            "--partition",
+            "part1",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        stdin=subprocess.DEVNULL,
     )
     assert inst.returncode == 0, inst.stderr
     installed = home / ".config/snakemake/slurm/config.yaml"
     assert yaml.safe_load(installed.read_text())["default-resources"]["slurm_account"] == "acct1"
     # no overwrite without an answer / with "n"; overwrite with --force
     again = subprocess.run(
-        ["bash", str(ROOT / "scripts/install_profile.sh")], env=env, input="n\n", capture_output=True, text=True
+        ["bash", str(ROOT / "scripts/install_profile.sh")],
+        env=env,
+        input="n\n",
+        capture_output=True,
+        text=True,
     )
     assert again.returncode != 0 and "slurm_account" in installed.read_text()
     forced = subprocess.run(
         ["bash", str(ROOT / "scripts/install_profile.sh"), "--force", "--account", "acct2"],
-        env=env, capture_output=True, text=True, stdin=subprocess.DEVNULL,
+        env=env,
+        capture_output=True,
+        text=True,
+        stdin=subprocess.DEVNULL,
     )
     assert forced.returncode == 0 and (installed.parent / "config.yaml.bak").exists()
     assert yaml.safe_load(installed.read_text())["default-resources"]["slurm_account"] == "acct2"
 
     dry = subprocess.run(
-        [snakemake_bin, "-n", "--profile", "slurm", "--configfile", "config/test.yaml",
-         "--config", f"run_name=slurmprofile-{os.getpid()}", "--nolock", "build_store"],
-        cwd=ROOT, env=env, capture_output=True, text=True,
+        [
+            snakemake_bin,
+            "-n",
+            "--profile",
+            "slurm",
+            "--configfile",
+            "config/test.yaml",
+            "--config",
+            f"run_name=slurmprofile-{os.getpid()}",
+            "--nolock",
+            "build_store",
+        ],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
     )
     out = dry.stdout + dry.stderr
     assert dry.returncode == 0, _tail(out)
@@ -183,25 +215,43 @@ def slurm_cluster():
         env = {**os.environ, "SLURM_LOCAL_ACCOUNTING": "1", "SLURM_LOCAL_GPUS": "1"}
         t0 = time.monotonic()
         proc = subprocess.run(
-            ["bash", str(SCRIPT), str(cluster)], env=env, capture_output=True, text=True,
-            stdin=subprocess.DEVNULL, timeout=1200,
+            ["bash", str(SCRIPT), str(cluster)],
+            env=env,
+            capture_output=True,
+            text=True,
+            stdin=subprocess.DEVNULL,
+            timeout=1200,
         )
         started_s = time.monotonic() - t0
         if proc.returncode != 0:
             pytest.fail(
                 f"scripts/slurm-local.sh failed (exit {proc.returncode}):\n{_tail(proc.stdout + proc.stderr)}"
                 f"\n{_log_tails(cluster)}\napt log tail:\n"
-                + _tail((cluster / "log/apt.log").read_text(errors="replace") if (cluster / "log/apt.log").exists() else "", 20)
+                + _tail(
+                    (cluster / "log/apt.log").read_text(errors="replace")
+                    if (cluster / "log/apt.log").exists()
+                    else "",
+                    20,
+                )
             )
         print(f"SLURM test cluster up in {started_s:.0f} s:\n{proc.stderr[-2000:]}")
-        node = subprocess.run(["scontrol", "show", "node", "localhost"], capture_output=True, text=True).stdout
+        node = subprocess.run(
+            ["scontrol", "show", "node", "localhost"], capture_output=True, text=True
+        ).stdout
         mem = int(re.search(r"RealMemory=(\d+)", node).group(1))
         cpus = int(re.search(r"CPUTot=(\d+)", node).group(1))
-        yield {"dir": cluster, "conf": cluster / "etc/slurm.conf", "mem_mb": mem, "cpus": cpus,
-               "start_s": started_s}
+        yield {
+            "dir": cluster,
+            "conf": cluster / "etc/slurm.conf",
+            "mem_mb": mem,
+            "cpus": cpus,
+            "start_s": started_s,
+        }
     finally:
         # stop the daemons and delete the cluster folder (failures above carry the log tails)
-        stop = subprocess.run(["bash", str(SCRIPT), "--purge", str(cluster)], capture_output=True, text=True)
+        stop = subprocess.run(
+            ["bash", str(SCRIPT), "--purge", str(cluster)], capture_output=True, text=True
+        )
         if stop.returncode != 0:
             print(f"slurm-local.sh --purge failed:\n{stop.stdout}{stop.stderr}")
         fcntl.flock(lock, fcntl.LOCK_UN)
@@ -230,7 +280,9 @@ def _group_blocks(log: str, rule: str = "relax_shard") -> list[list[str]]:
     blocks = []
     for part in log.split("Group job relax")[1:]:
         body = re.split(r"\n\[[^\]]+\]\n(?:rule|localrule|checkpoint) ", part)[0]
-        blocks.append(re.findall(rf"^\s+rule {rule}:(?:.|\n)*?wildcards: shard=(\S+)", body, flags=re.M))
+        blocks.append(
+            re.findall(rf"^\s+rule {rule}:(?:.|\n)*?wildcards: shard=(\S+)", body, flags=re.M)
+        )
     return blocks
 
 
@@ -253,31 +305,46 @@ CI_OVERLAY = {"relax": {"shard_size": 1}}
 CI_GROUP = 2
 
 
-def _snakemake_cmd(snakemake_bin: str, cluster: dict, run_name: str, overlay: Path, logdir: Path) -> list[str]:
+def _snakemake_cmd(
+    snakemake_bin: str, cluster: dict, run_name: str, overlay: Path, logdir: Path
+) -> list[str]:
     prof = _profile()
     return [
         snakemake_bin,
-        "--profile", "profiles/slurm",
-        "--configfile", "config/test.yaml", str(overlay),
-        "--config", f"run_name={run_name}",
+        "--profile",
+        "profiles/slurm",
+        "--configfile",
+        "config/test.yaml",
+        str(overlay),
+        "--config",
+        f"run_name={run_name}",
         "--nolock",
         # the documented way to give account + partition on the command line (it replaces the
         # profile's default-resources, so those are repeated)
-        "--default-resources", *_kv(prof["default-resources"]),
-        f"slurm_partition={PARTITION}", f"slurm_account={ACCOUNT}",
+        "--default-resources",
+        *_kv(prof["default-resources"]),
+        f"slurm_partition={PARTITION}",
+        f"slurm_account={ACCOUNT}",
         # this node's size is the per-submission cap (the profile's cores: 32 and the rules'
         # memory would not fit on a CI machine)
-        "--cores", str(cluster["cpus"]),
-        "--resources", f"mem_mb={cluster['mem_mb']}",
-        "--group-components", f"relax={CI_GROUP}",
+        "--cores",
+        str(cluster["cpus"]),
+        "--resources",
+        f"mem_mb={cluster['mem_mb']}",
+        "--group-components",
+        f"relax={CI_GROUP}",
         # seconds-long jobs: first status check after 2 s instead of 40 s
-        "--slurm-init-seconds-before-status-checks", "2",
-        "--slurm-logdir", str(logdir),
+        "--slurm-init-seconds-before-status-checks",
+        "2",
+        "--slurm-logdir",
+        str(logdir),
         "--slurm-keep-successful-logs",
     ]
 
 
-def _run_on_slurm(cmd: list[str], env: dict, cluster: dict, logdir: Path, cwd: Path) -> tuple[str, float]:
+def _run_on_slurm(
+    cmd: list[str], env: dict, cluster: dict, logdir: Path, cwd: Path
+) -> tuple[str, float]:
     t0 = time.monotonic()
     try:
         proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=1500)
@@ -290,8 +357,10 @@ def _run_on_slurm(cmd: list[str], env: dict, cluster: dict, logdir: Path, cwd: P
             f"--- {p.relative_to(logdir)} ---\n{_tail(p.read_text(errors='replace'), 30)}"
             for p in sorted(logdir.rglob("*.log"))
         )
-        pytest.fail(f"snakemake --profile profiles/slurm failed:\n{_tail(log, 80)}\n{job_logs}\n"
-                    f"{_log_tails(cluster['dir'], names=('slurmctld', 'slurmd', 'slurmdbd'))}")
+        pytest.fail(
+            f"snakemake --profile profiles/slurm failed:\n{_tail(log, 80)}\n{job_logs}\n"
+            f"{_log_tails(cluster['dir'], names=('slurmctld', 'slurmd', 'slurmdbd'))}"
+        )
     return log, wall
 
 
@@ -320,13 +389,23 @@ def slurm_run(slurm_cluster, snakemake_bin, tmp_path_factory):
         **os.environ,
         "SLURM_CONF": str(slurm_cluster["conf"]),
         # the copy's matdisco (sbatch --export=ALL hands this on to the jobs)
-        "PYTHONPATH": os.pathsep.join(filter(None, [str(wf / "src"), os.environ.get("PYTHONPATH")])),
+        "PYTHONPATH": os.pathsep.join(
+            filter(None, [str(wf / "src"), os.environ.get("PYTHONPATH")])
+        ),
     }
     cmd = _snakemake_cmd(snakemake_bin, slurm_cluster, run_name, overlay, tmp / "slurm_logs")
     log, wall = _run_on_slurm(cmd, env, slurm_cluster, tmp / "slurm_logs", wf)
     print(f"tiny workflow through SLURM in {wall:.0f} s")
-    return {"log": log, "run_dir": wf / "results" / run_name, "wall_s": wall, "env": env, "cmd": cmd,
-            "cluster": slurm_cluster, "wf": wf, "logdir": tmp / "slurm_logs"}
+    return {
+        "log": log,
+        "run_dir": wf / "results" / run_name,
+        "wall_s": wall,
+        "env": env,
+        "cmd": cmd,
+        "cluster": slurm_cluster,
+        "wf": wf,
+        "logdir": tmp / "slurm_logs",
+    }
 
 
 def _sacct(env: dict, job_ids: list[str]) -> list[dict[str, str]]:
@@ -335,7 +414,9 @@ def _sacct(env: dict, job_ids: list[str]) -> list[dict[str, str]]:
     for _ in range(20):  # slurmdbd receives job records asynchronously
         out = subprocess.run(
             ["sacct", "-n", "-X", "-P", f"--format={','.join(fields)}", "-j", ",".join(job_ids)],
-            env=env, capture_output=True, text=True,
+            env=env,
+            capture_output=True,
+            text=True,
         )
         rows = [dict(zip(fields, ln.split("|"))) for ln in out.stdout.splitlines() if ln.strip()]
         if len(rows) >= len(job_ids) and all(r["State"] == "COMPLETED" for r in rows):
@@ -360,7 +441,9 @@ def test_tiny_workflow_runs_through_sbatch(slurm_run):
     assert not missing, f"rules not submitted to SLURM: {sorted(missing)}\n{by_rule}"
     # no Snakemake job or group job went to SLURM twice
     keys = [k for k, _, _ in subs]
-    assert len(keys) == len(set(keys)), f"submitted twice: {sorted(k for k in keys if keys.count(k) > 1)}"
+    assert len(keys) == len(set(keys)), (
+        f"submitted twice: {sorted(k for k in keys if keys.count(k) > 1)}"
+    )
     ids = [i for _, i, _ in subs]
     rows = _sacct(slurm_run["env"], ids)
     assert len(rows) == len(ids), f"sacct knows {len(rows)} of {len(ids)} jobs: {rows}"
@@ -376,7 +459,9 @@ def test_tiny_workflow_runs_through_sbatch(slurm_run):
 def test_gpu_rule_got_a_gpu(slurm_run):
     by_rule = _by_rule(_submissions(slurm_run["log"]))
     if "train_gan" not in by_rule:
-        pytest.skip("rule train_gan is not part of the workflow yet (workflow/rules/gan.smk not included)")
+        pytest.skip(
+            "rule train_gan is not part of the workflow yet (workflow/rules/gan.smk not included)"
+        )
     rows = _sacct(slurm_run["env"], by_rule["train_gan"])
     assert rows and all("gres/gpu=1" in r["ReqTRES"] for r in rows), rows
     others = [i for r, v in by_rule.items() if r != "train_gan" for i in v]
@@ -410,7 +495,9 @@ def test_rerun_of_relax_stage_submits_each_shard_once(slurm_run):
         pytest.skip(f"only {len(shards)} relax shard(s) in the tiny run: nothing to bundle")
     # the shards rerun quickly: their progress files are kept
     cmd = [*slurm_run["cmd"], "--forcerun", "relax_shard", "--until", "gather_relax"]
-    log, _ = _run_on_slurm(cmd, slurm_run["env"], slurm_run["cluster"], slurm_run["logdir"], slurm_run["wf"])
+    log, _ = _run_on_slurm(
+        cmd, slurm_run["env"], slurm_run["cluster"], slurm_run["logdir"], slurm_run["wf"]
+    )
     blocks = _group_blocks(log)
     submitted = sorted(s for b in blocks for s in b)
     assert submitted == shards, (

@@ -34,7 +34,9 @@ def _perovskite(a: str, b: str, x: str = "O", lattice: float = 3.9):
 def _rocksalt(a: str, b: str, lattice: float = 4.2):
     from pymatgen.core import Lattice, Structure
 
-    return Structure.from_spacegroup("Fm-3m", Lattice.cubic(lattice), [a, b], [[0, 0, 0], [0.5, 0.5, 0.5]])
+    return Structure.from_spacegroup(
+        "Fm-3m", Lattice.cubic(lattice), [a, b], [[0, 0, 0], [0.5, 0.5, 0.5]]
+    )
 
 
 def _store(path, structures, ids=None, ehull=None):
@@ -51,7 +53,9 @@ def _store(path, structures, ids=None, ehull=None):
             "is_experimental": 1,
         }
     )
-    write_store(path, table, StructureArrays.from_structures(structures), data_source="test", provenance={})
+    write_store(
+        path, table, StructureArrays.from_structures(structures), data_source="test", provenance={}
+    )
     return path
 
 
@@ -63,7 +67,9 @@ def _matches(a, b) -> bool:
         return StructureMatcher().fit(a, b)
 
 
-@pytest.mark.parametrize(("a", "b"), [("MgMn2O4", "ZnAl2O4"), ("CaTiO3", "SrTiO3"), ("Li2O", "MgAl2O4")])
+@pytest.mark.parametrize(
+    ("a", "b"), [("MgMn2O4", "ZnAl2O4"), ("CaTiO3", "SrTiO3"), ("Li2O", "MgAl2O4")]
+)
 def test_elmd_equals_the_elmd_package(a, b):
     from ElMD import ElMD
 
@@ -71,7 +77,10 @@ def test_elmd_equals_the_elmd_package(a, b):
 
 
 def test_substitution_maps_cations_by_role_and_rescales(tmp_path):
-    store = _store(tmp_path / "s.h5", [_perovskite("Ca", "Ti"), _rocksalt("Mg", "O"), _rocksalt("Na", "Cl", 5.6)])
+    store = _store(
+        tmp_path / "s.h5",
+        [_perovskite("Ca", "Ti"), _rocksalt("Mg", "O"), _rocksalt("Na", "Cl", 5.6)],
+    )
     lib = TemplateLibrary.from_store(store, TemplateSettings(volume_rule="ionic_radii", top_k=3))
     cands, summary = lib.predict("KNbO3")
     assert summary["same_stoichiometry_templates"] == 1
@@ -83,7 +92,9 @@ def test_substitution_maps_cations_by_role_and_rescales(tmp_path):
     assert "Ca->K" in best.mapping and "Ti->Nb" in best.mapping
     # K+ and Nb5+ are larger than Ca2+ and Ti4+: the cell grows, coordinates are kept
     assert best.volume_scale > 1.0
-    assert best.structure.volume == pytest.approx(_perovskite("Ca", "Ti").volume * best.volume_scale, rel=1e-3)
+    assert best.structure.volume == pytest.approx(
+        _perovskite("Ca", "Ti").volume * best.volume_scale, rel=1e-3
+    )
     np.testing.assert_allclose(best.structure.frac_coords, _perovskite("Ca", "Ti").frac_coords)
     assert best.template_distance >= best.elmd - 1e-9  # the ElMD is a lower bound of the cost
 
@@ -107,7 +118,12 @@ def test_oxidation_states_decide_between_equal_amounts(tmp_path):
 def test_distinct_candidates_only(tmp_path):
     """Two templates of one prototype give one candidate, not two copies."""
     store = _store(
-        tmp_path / "s.h5", [_perovskite("Ca", "Ti", lattice=3.85), _perovskite("Sr", "Ti", lattice=3.95), _rocksalt("Mg", "O")]
+        tmp_path / "s.h5",
+        [
+            _perovskite("Ca", "Ti", lattice=3.85),
+            _perovskite("Sr", "Ti", lattice=3.95),
+            _rocksalt("Mg", "O"),
+        ],
     )
     lib = TemplateLibrary.from_store(store, TemplateSettings(top_k=5, fallback=False))
     cands, summary = lib.predict("BaTiO3")
@@ -143,7 +159,9 @@ def test_leave_one_out_hides_the_formula(tmp_path):
 def test_generate_templates_writes_the_store_format(tmp_path):
     store = _store(tmp_path / "s.h5", [_perovskite("Ca", "Ti"), _rocksalt("Mg", "O")])
     out, summ = tmp_path / "c.h5", tmp_path / "c.json"
-    summary = generate_templates(store, ["SrTiO3", "ZnO"], out_store=out, out_summary=summ, settings={"top_k": 2})
+    summary = generate_templates(
+        store, ["SrTiO3", "ZnO"], out_store=out, out_summary=summ, settings={"top_k": 2}
+    )
     table = read_entries(out)
     assert set(table["source"]) == {"template"} and set(table["generator"]) == {"template"}
     assert set(table["target_formula"]) == {"SrTiO3", "ZnO"}
@@ -198,7 +216,9 @@ def test_exclusion_compares_compositions_not_strings(tmp_path):
         assert all(c.parent != "mp-1" for c in cands), spelling
         assert all(c.template_formula != "Ba(FeAs)2" for c in cands), spelling
         assert cands[0].parent == "mp-2"  # SrCo2As2 with Sr->Ba, Co->Fe
-        assert "1 template of the same stoichiometry skipped: excluded formula" in summary["skipped"]
+        assert (
+            "1 template of the same stoichiometry skipped: excluded formula" in summary["skipped"]
+        )
     with pytest.raises(FormulaError, match="Ba\\(FeAs"):
         lib.predict("BaFe2As2", exclude_formulas=["Ba(FeAs"])
 
@@ -215,41 +235,60 @@ def test_max_sites_skips_are_reported(tmp_path, caplog):
     assert any(m.startswith(msg) for m in summary["skipped"])
     assert msg in summary["reason"] and msg in caplog.text
     # raising the limit makes the template usable
-    roomy = TemplateLibrary.from_store(store, TemplateSettings(top_k=2, fallback=False, max_sites=len(big)))
+    roomy = TemplateLibrary.from_store(
+        store, TemplateSettings(top_k=2, fallback=False, max_sites=len(big))
+    )
     cands, summary = roomy.predict("BaFe2As2")
     assert cands and cands[0].parent == "mp-1" and summary["skipped"] == []
 
 
 def test_generate_templates_excludes_formulas(tmp_path):
-    store = _store(tmp_path / "s.h5", [_thcr2si2("Ba", "Fe", "As"), _thcr2si2("Sr", "Co", "As", c=11.6)])
+    store = _store(
+        tmp_path / "s.h5", [_thcr2si2("Ba", "Fe", "As"), _thcr2si2("Sr", "Co", "As", c=11.6)]
+    )
     out, summ = tmp_path / "c.h5", tmp_path / "c.json"
     summary = generate_templates(
-        store, ["BaFe2As2"], out_store=out, out_summary=summ, settings={"top_k": 2},
+        store,
+        ["BaFe2As2"],
+        out_store=out,
+        out_summary=summ,
+        settings={"top_k": 2},
         exclude_formulas=["BaFe2As2"],
     )
     table = read_entries(out)
     assert len(table) >= 1 and set(table["parent"]) == {"mp-2"}
     assert summary["exclude_formulas"] == ["Ba(FeAs)2"]
     with pytest.raises(FormulaError, match="Xx2O"):
-        generate_templates(store, ["Xx2O"], out_store=tmp_path / "d.h5", out_summary=tmp_path / "d.json")
+        generate_templates(
+            store, ["Xx2O"], out_store=tmp_path / "d.h5", out_summary=tmp_path / "d.json"
+        )
     assert not (tmp_path / "d.h5").exists() and not (tmp_path / "d.json").exists()
 
 
 def test_cli_templates_ranks_and_excludes_self(tmp_path, capsys):
     store = _store(
-        tmp_path / "s.h5", [_thcr2si2("Ba", "Fe", "As"), _thcr2si2("Sr", "Co", "As", c=11.6), _rocksalt("Mg", "O")]
+        tmp_path / "s.h5",
+        [_thcr2si2("Ba", "Fe", "As"), _thcr2si2("Sr", "Co", "As", c=11.6), _rocksalt("Mg", "O")],
     )
     assert cli_main(["templates", "BaFe2As2", "--top", "2", "--store", str(store)]) == 0
     out = capsys.readouterr().out
     lines = [ln for ln in out.splitlines() if ln.strip().startswith("1 ")]
     assert lines and "mp-1" in lines[0] and "Ba(FeAs)2" in lines[0]
-    assert cli_main(["templates", "BaFe2As2", "--top", "2", "--exclude-self", "--store", str(store)]) == 0
+    assert (
+        cli_main(["templates", "BaFe2As2", "--top", "2", "--exclude-self", "--store", str(store)])
+        == 0
+    )
     out = capsys.readouterr().out
     assert "mp-1 " not in out and "excluded formula" in out
     first = next(ln for ln in out.splitlines() if ln.strip().startswith("1 "))
     assert "mp-2" in first and "Sr->Ba" in first and "Co->Fe" in first
     # every template skipped by max_sites: exit 1, and the message says why
-    assert cli_main(["templates", "BaFe2As2", "--exclude-self", "--max-sites", "4", "--store", str(store)]) == 1
+    assert (
+        cli_main(
+            ["templates", "BaFe2As2", "--exclude-self", "--max-sites", "4", "--store", str(store)]
+        )
+        == 1
+    )
     captured = capsys.readouterr()
     assert "more than max_sites=4 sites" in captured.err
 

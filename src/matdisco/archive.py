@@ -68,7 +68,9 @@ log = logging.getLogger(__name__)
 MANIFEST_NAME = "MANIFEST.json"
 MANIFEST_FORMAT = "matdisco.archive/1"
 #: environment variable / config key names whose values are secrets
-SECRET_NAME = re.compile(r"(?i)(api[_-]?key|token|secret|passw(or)?d|passphrase|credential|private[_-]?key|_key$|^key$)")
+SECRET_NAME = re.compile(
+    r"(?i)(api[_-]?key|token|secret|passw(or)?d|passphrase|credential|private[_-]?key|_key$|^key$)"
+)
 _REDACTED = "<redacted>"
 _CHUNK = 1 << 20
 
@@ -90,13 +92,18 @@ def secret_values(env: Mapping[str, str] | None = None, min_length: int = 6) -> 
 
 def redact_text(text: str, secrets: Mapping[str, str] | None = None) -> str:
     """Replace every literal occurrence of a secret value by ``<redacted:NAME>``."""
-    for name, value in sorted((secrets if secrets is not None else secret_values()).items(), key=lambda kv: -len(kv[1])):
+    for name, value in sorted(
+        (secrets if secrets is not None else secret_values()).items(), key=lambda kv: -len(kv[1])
+    ):
         text = text.replace(value, f"<redacted:{name}>")
     return text
 
 
 _ASSIGN = re.compile(r"(?P<name>[A-Za-z_][A-Za-z0-9_]*)=(?P<value>\"[^\"]*\"|'[^']*'|\S+)")
-_FLAG = re.compile(r"(?P<flag>--?[A-Za-z0-9_-]*(?:key|token|secret|password)[A-Za-z0-9_-]*)(?P<sep>[ =])(?P<value>\S+)", re.IGNORECASE)
+_FLAG = re.compile(
+    r"(?P<flag>--?[A-Za-z0-9_-]*(?:key|token|secret|password)[A-Za-z0-9_-]*)(?P<sep>[ =])(?P<value>\S+)",
+    re.IGNORECASE,
+)
 
 
 def redact_command(command: str | Sequence[str], secrets: Mapping[str, str] | None = None) -> str:
@@ -119,7 +126,11 @@ def redact_config(obj: Any, secrets: Mapping[str, str] | None = None) -> Any:
     """Deep copy of a config with secret-named keys' values and secret values redacted."""
     if isinstance(obj, Mapping):
         return {
-            k: (_REDACTED if SECRET_NAME.search(str(k)) and v not in (None, "") else redact_config(v, secrets))
+            k: (
+                _REDACTED
+                if SECRET_NAME.search(str(k)) and v not in (None, "")
+                else redact_config(v, secrets)
+            )
             for k, v in obj.items()
         }
     if isinstance(obj, list | tuple):
@@ -172,7 +183,11 @@ def git_state(root: str | Path = ".") -> dict[str, Any]:
         ).stdout
 
     try:
-        status = [line for line in git("status", "--porcelain", "--untracked-files=no").splitlines() if line.strip()]
+        status = [
+            line
+            for line in git("status", "--porcelain", "--untracked-files=no").splitlines()
+            if line.strip()
+        ]
         return {
             "commit": git("rev-parse", "HEAD").strip(),
             "branch": git("rev-parse", "--abbrev-ref", "HEAD").strip(),
@@ -180,7 +195,16 @@ def git_state(root: str | Path = ".") -> dict[str, Any]:
             "modified_tracked_files": [line[3:] for line in status][:200],
             "untracked_code_files": [
                 line[3:]
-                for line in git("status", "--porcelain", "--untracked-files=all", "--", "src", "workflow", "config", "Snakefile").splitlines()
+                for line in git(
+                    "status",
+                    "--porcelain",
+                    "--untracked-files=all",
+                    "--",
+                    "src",
+                    "workflow",
+                    "config",
+                    "Snakefile",
+                ).splitlines()
                 if line.startswith("??")
             ][:200],
         }
@@ -210,7 +234,9 @@ def data_file_hashes(config: Any, root: str | Path = ".") -> dict[str, dict[str,
     return dict(sorted(out.items()))
 
 
-def write_provenance(path: str | Path, config: Mapping[str, Any], *, root: str | Path = ".") -> dict[str, Any]:
+def write_provenance(
+    path: str | Path, config: Mapping[str, Any], *, root: str | Path = "."
+) -> dict[str, Any]:
     """The run's provenance record (``provenance/run.json``), secrets redacted.
 
     Effective config (as Snakemake saw it, overrides included), package versions, Python
@@ -235,7 +261,9 @@ def write_provenance(path: str | Path, config: Mapping[str, Any], *, root: str |
     return rec
 
 
-def _snakemake_records(files: Sequence[str], root: Path, secrets: Mapping[str, str]) -> dict[str, Any]:
+def _snakemake_records(
+    files: Sequence[str], root: Path, secrets: Mapping[str, str]
+) -> dict[str, Any]:
     """Rule, times and shell command of each output from Snakemake's metadata, where present."""
     meta = root / ".snakemake" / "metadata"
     if not meta.is_dir():
@@ -306,7 +334,11 @@ def build_manifest(
         entries[p.relative_to(run).as_posix()] = {"sha256": digest, "bytes": size}
     prov_path = run / "provenance" / "run.json"
     run_prov = json.loads(prov_path.read_text(encoding="utf-8")) if prov_path.is_file() else None
-    rel_to_root = [(p.resolve().relative_to(Path(root).resolve())).as_posix() for p in files if _is_under(p, root)]
+    rel_to_root = [
+        (p.resolve().relative_to(Path(root).resolve())).as_posix()
+        for p in files
+        if _is_under(p, root)
+    ]
     return {
         "format": MANIFEST_FORMAT,
         "run": run.name,
@@ -388,7 +420,13 @@ def create_archive(
     side = dest.with_name(dest.name.removesuffix(".tar.gz") + ".MANIFEST.json")
     with atomic_write(side) as tmp:
         Path(tmp).write_bytes(blob)
-    log.info("archived %d files (%d bytes) of %s into %s", manifest["n_files"], manifest["total_bytes"], run, dest)
+    log.info(
+        "archived %d files (%d bytes) of %s into %s",
+        manifest["n_files"],
+        manifest["total_bytes"],
+        run,
+        dest,
+    )
     return dest, manifest
 
 
@@ -409,7 +447,11 @@ def verify_archive(path: str | Path, manifest: str | Path | None = None) -> list
     try:
         with tarfile.open(path, "r:gz") as tar:
             members = tar.getmembers()
-            mf = [m for m in members if m.name.count("/") == 1 and m.name.endswith("/" + MANIFEST_NAME)]
+            mf = [
+                m
+                for m in members
+                if m.name.count("/") == 1 and m.name.endswith("/" + MANIFEST_NAME)
+            ]
             if len(mf) != 1:
                 return [f"{path}: no single <run>/{MANIFEST_NAME} in the archive"]
             run = mf[0].name.split("/")[0]
@@ -431,7 +473,9 @@ def verify_archive(path: str | Path, manifest: str | Path | None = None) -> list
                 if m.name == mf[0].name or m.isdir():
                     continue
                 if not m.name.startswith(run + "/") or not m.isfile():
-                    problems.append(f"{m.name}: unexpected member (not a regular file under {run}/)")
+                    problems.append(
+                        f"{m.name}: unexpected member (not a regular file under {run}/)"
+                    )
                     continue
                 rel = m.name[len(run) + 1 :]
                 if rel in seen:
@@ -443,7 +487,9 @@ def verify_archive(path: str | Path, manifest: str | Path | None = None) -> list
                 digest, size = _hash_stream(tar.extractfile(m))  # type: ignore[arg-type]
                 want = expected[rel]
                 if digest != want["sha256"]:
-                    problems.append(f"{rel}: SHA-256 {digest[:12]}... != manifest {want['sha256'][:12]}...")
+                    problems.append(
+                        f"{rel}: SHA-256 {digest[:12]}... != manifest {want['sha256'][:12]}..."
+                    )
                 elif size != want["bytes"]:
                     problems.append(f"{rel}: {size} bytes != manifest {want['bytes']}")
             for rel in sorted(set(expected) - seen):

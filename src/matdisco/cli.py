@@ -1,11 +1,11 @@
 """The ``matdisco`` command line: small user utilities around the workflow.
 
-    matdisco check-config [CONFIG ...]   validate config files (layered in order)
-    matdisco store-info STORE            summary of an entry store
-    matdisco archive results/RUN         pack a run + MANIFEST.json into results/RUN.tar.gz
-    matdisco verify results/RUN.tar.gz   check an archive against its manifest (exit 1 on mismatch)
-    matdisco templates FORMULA           rank template structures for one composition
-    matdisco ehull ENTRIES --reference REF [-o out.csv]   E_hull of entries against a reference
+matdisco check-config [CONFIG ...]   validate config files (layered in order)
+matdisco store-info STORE            summary of an entry store
+matdisco archive results/RUN         pack a run + MANIFEST.json into results/RUN.tar.gz
+matdisco verify results/RUN.tar.gz   check an archive against its manifest (exit 1 on mismatch)
+matdisco templates FORMULA           rank template structures for one composition
+matdisco ehull ENTRIES --reference REF [-o out.csv]   E_hull of entries against a reference
 """
 
 from __future__ import annotations
@@ -61,11 +61,15 @@ def _archive(args: argparse.Namespace) -> int:
     from matdisco.archive import ArchiveError, create_archive
 
     try:
-        dest, manifest = create_archive(args.run_dir, args.out, commands=args.command, root=args.root)
+        dest, manifest = create_archive(
+            args.run_dir, args.out, commands=args.command, root=args.root
+        )
     except ArchiveError as err:
         print(f"archive refused: {err}", file=sys.stderr)
         return 2
-    print(f"{dest}: {manifest['n_files']} files, {manifest['total_bytes']} bytes; manifest copy next to it")
+    print(
+        f"{dest}: {manifest['n_files']} files, {manifest['total_bytes']} bytes; manifest copy next to it"
+    )
     return 0
 
 
@@ -156,7 +160,11 @@ def _ehull(args: argparse.Namespace) -> int:
     try:
         entries = load_entries(args.entries)
         ref_name = args.reference.lower()
-        reference = load_entries(args.reference) if ref_name.endswith((".json", ".json.gz")) else args.reference
+        reference = (
+            load_entries(args.reference)
+            if ref_name.endswith((".json", ".json.gz"))
+            else args.reference
+        )
         if not isinstance(reference, list) and not Path(args.reference).is_file():
             raise FileNotFoundError(f"reference {args.reference} not found")
         table = from_entries(entries, reference, energy_scale=args.energy_scale)
@@ -186,23 +194,52 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("store-info", help="summarise an entry store")
     p.add_argument("store")
     p.set_defaults(func=_store_info)
-    p = sub.add_parser("archive", help="pack results/<run> with a MANIFEST.json into results/<run>.tar.gz")
+    p = sub.add_parser(
+        "archive", help="pack results/<run> with a MANIFEST.json into results/<run>.tar.gz"
+    )
     p.add_argument("run_dir", help="the run folder, e.g. results/default")
     p.add_argument("--out", default=None, help="archive path (default: <run_dir>.tar.gz)")
-    p.add_argument("--command", action="append", default=[], help="a command line to record (repeatable; redacted)")
+    p.add_argument(
+        "--command",
+        action="append",
+        default=[],
+        help="a command line to record (repeatable; redacted)",
+    )
     p.add_argument("--root", default=".", help="the checkout (git state, .snakemake metadata)")
     p.set_defaults(func=_archive)
-    p = sub.add_parser("verify", help="check an archive against its manifest (exit 1 with the mismatches)")
+    p = sub.add_parser(
+        "verify", help="check an archive against its manifest (exit 1 with the mismatches)"
+    )
     p.add_argument("archive")
-    p.add_argument("--manifest", default=None, help="an external copy of the manifest to check against")
+    p.add_argument(
+        "--manifest", default=None, help="an external copy of the manifest to check against"
+    )
     p.set_defaults(func=_verify)
-    p = sub.add_parser("templates", help="rank template structures (known structures with substituted elements) for one composition")
+    p = sub.add_parser(
+        "templates",
+        help="rank template structures (known structures with substituted elements) for one composition",
+    )
     p.add_argument("formula", help="target composition, e.g. MgMn2O4")
     p.add_argument("--top", type=int, default=5, help="number of distinct candidates (default 5)")
-    p.add_argument("--exclude-self", action="store_true", help="do not use entries of the target's own composition as templates")
-    p.add_argument("--exclude", action="append", default=[], metavar="FORMULA", help="a composition whose entries may not serve as templates (repeatable)")
+    p.add_argument(
+        "--exclude-self",
+        action="store_true",
+        help="do not use entries of the target's own composition as templates",
+    )
+    p.add_argument(
+        "--exclude",
+        action="append",
+        default=[],
+        metavar="FORMULA",
+        help="a composition whose entries may not serve as templates (repeatable)",
+    )
     p.add_argument("--store", default=None, help=f"entry store (default: {_DEFAULT_STORE})")
-    p.add_argument("--max-sites", type=int, default=None, help="skip templates with more sites (default: the templates setting, 80)")
+    p.add_argument(
+        "--max-sites",
+        type=int,
+        default=None,
+        help="skip templates with more sites (default: the templates setting, 80)",
+    )
     p.set_defaults(func=_templates)
     p = sub.add_parser(
         "ehull",
@@ -210,10 +247,16 @@ def main(argv: list[str] | None = None) -> int:
         description=_EHULL_HELP,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("entries", help="entries: .json/.json.gz pymatgen entries, .h5 entry store or .csv")
-    p.add_argument("--reference", required=True, help="reference table .csv or .json list of pymatgen entries")
+    p.add_argument(
+        "entries", help="entries: .json/.json.gz pymatgen entries, .h5 entry store or .csv"
+    )
+    p.add_argument(
+        "--reference", required=True, help="reference table .csv or .json list of pymatgen entries"
+    )
     p.add_argument("-o", "--out", default=None, help="output CSV (default: print to stdout)")
-    p.add_argument("--energy-scale", default="", help="the entries' energy scale; must equal the reference's")
+    p.add_argument(
+        "--energy-scale", default="", help="the entries' energy scale; must equal the reference's"
+    )
     p.set_defaults(func=_ehull)
     args = ap.parse_args(argv)
     return int(args.func(args))

@@ -229,7 +229,9 @@ def _cross_checks(config: dict[str, Any]) -> list[str]:
     problems = []
     data = config.get("data", {})
     if data.get("source") == "cif_dir" and not data.get("cif_dir", {}).get("path"):
-        problems.append("data.cif_dir.path: required when data.source is cif_dir (a folder of CIFs)")
+        problems.append(
+            "data.cif_dir.path: required when data.source is cif_dir (a folder of CIFs)"
+        )
     target = config.get("target", {})
     elements = set(target.get("elements", []))
     for el, rng in (target.get("oxidation_states") or {}).items():
@@ -267,7 +269,9 @@ def validate_config(config: dict[str, Any], schema: dict[str, Any] | str | Path)
     not_converted: list[str] = []
     _coerce_strings(config, schema, schema, (), not_converted)
     validator = jsonschema.Draft202012Validator(schema)
-    errors = sorted(validator.iter_errors(config), key=lambda e: (list(map(str, e.absolute_path)), e.message))
+    errors = sorted(
+        validator.iter_errors(config), key=lambda e: (list(map(str, e.absolute_path)), e.message)
+    )
     messages = [_message(e, schema) for e in errors]
     bad_keys = {m.split(":", 1)[0] for m in not_converted}
     messages = not_converted + [m for m in messages if m.split(":", 1)[0] not in bad_keys]

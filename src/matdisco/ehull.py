@@ -87,7 +87,9 @@ def _reference_diagram(reference: Any, energy_scale: str) -> tuple[Any, str, str
         return PhaseDiagram(entries), energy_scale, f"{len(entries)} reference entries"
     scale = str(ref["energy_scale"].astype(str).iloc[0])
     if energy_scale and energy_scale != scale:
-        raise ValueError(f"energy scales differ: entries {energy_scale!r}, reference {scale!r} ({source})")
+        raise ValueError(
+            f"energy scales differ: entries {energy_scale!r}, reference {scale!r} ({source})"
+        )
     ok = ref[(ref["status"].astype(str) == "ok")]
     return phase_diagram(ok), scale, f"{len(ok)} phases of {source}"
 
@@ -134,7 +136,11 @@ def from_entries(
         reason = ""
         if not math.isfinite(eh):
             outside = sorted({str(e) for e in comp.elements} - hull_els)
-            reason = f"elements outside the reference system: {outside}" if outside else "no finite energy"
+            reason = (
+                f"elements outside the reference system: {outside}"
+                if outside
+                else "no finite energy"
+            )
         rows.append(
             {
                 "id": _entry_id(entry, k),
@@ -162,7 +168,9 @@ def table_to_entries(table: pd.DataFrame, source: str = "table") -> list[Any]:
 
     missing = [c for c in ("id", "composition", "energy_per_atom") if c not in table.columns]
     if missing:
-        raise ValueError(f"{source}: lacks column(s) {missing} (required: id, composition, energy_per_atom)")
+        raise ValueError(
+            f"{source}: lacks column(s) {missing} (required: id, composition, energy_per_atom)"
+        )
     if "status" in table.columns:
         table = table[table["status"].astype(str) == "ok"]
     out = []
@@ -198,9 +206,15 @@ def load_entries(path: str | Path) -> list[Any]:
         if isinstance(raw, dict):
             raw = raw.get("entries", None)
         if not isinstance(raw, list):
-            raise ValueError(f"{p}: expected a JSON list of pymatgen entry dicts (or {{'entries': [...]}})")
+            raise ValueError(
+                f"{p}: expected a JSON list of pymatgen entry dicts (or {{'entries': [...]}})"
+            )
         entries = [MontyDecoder().process_decoded(d) for d in raw]
-        bad = [k for k, e in enumerate(entries) if not (hasattr(e, "composition") and hasattr(e, "energy"))]
+        bad = [
+            k
+            for k, e in enumerate(entries)
+            if not (hasattr(e, "composition") and hasattr(e, "energy"))
+        ]
         if bad:
             raise ValueError(f"{p}: items {bad[:5]} are not pymatgen entries (need @module/@class)")
         return entries

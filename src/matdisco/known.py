@@ -84,9 +84,16 @@ def read_formulas_file(path: str | Path) -> list[str]:
             text = fh.read()
     else:
         text = p.read_text(encoding="utf-8")
-    lines = [ln.strip() for ln in text.splitlines() if ln.strip() and not ln.lstrip().startswith("#")]
+    lines = [
+        ln.strip() for ln in text.splitlines() if ln.strip() and not ln.lstrip().startswith("#")
+    ]
     if lines and "formula" in [c.strip() for c in lines[0].split(",")]:
-        raw = pd.read_csv(p, comment="#", usecols=["formula"])["formula"].dropna().astype(str).tolist()
+        raw = (
+            pd.read_csv(p, comment="#", usecols=["formula"])["formula"]
+            .dropna()
+            .astype(str)
+            .tolist()
+        )
     else:
         raw = [ln.split(",")[0].strip() for ln in lines]
     out = []
@@ -135,7 +142,9 @@ class KnownCompositions:
             lab = read_labels(store_path)
             if len(lab):
                 src["labels"] = {_safe_reduce(f) for f in lab["formula"].astype(str)} - {""}
-        files = [formulas_file] if isinstance(formulas_file, (str, Path)) else list(formulas_file or [])
+        files = (
+            [formulas_file] if isinstance(formulas_file, (str, Path)) else list(formulas_file or [])
+        )
         for f in files:
             src["user"] |= set(read_formulas_file(f))
         kc = cls(src)
@@ -146,7 +155,9 @@ class KnownCompositions:
         return kc
 
     @classmethod
-    def from_config(cls, store_path: str | Path, cfg: Mapping[str, Any] | None) -> KnownCompositions:
+    def from_config(
+        cls, store_path: str | Path, cfg: Mapping[str, Any] | None
+    ) -> KnownCompositions:
         """From the ``known`` config section (``labels``, ``formulas_file``)."""
         cfg = dict(cfg or {})
         return cls.from_store(

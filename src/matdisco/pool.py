@@ -126,7 +126,9 @@ def charge_neutral(formula: str, method: str = "smact") -> bool:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             try:
-                ok = smact_validity(comp, use_pauling_test=False, include_alloys=True, mixed_valence=True)
+                ok = smact_validity(
+                    comp, use_pauling_test=False, include_alloys=True, mixed_valence=True
+                )
                 return bool(ok)
             except Exception:  # noqa: BLE001 - elements SMACT does not know
                 pass
@@ -157,7 +159,9 @@ def load_candidates(paths: Sequence[str | Path]) -> tuple[pd.DataFrame, Structur
     for p in paths:
         df = read_entries(p)
         if "generator" not in df.columns or (df["generator"].astype(str) == "").all():
-            df["generator"] = df["source"] if "source" in df.columns and len(df) else Path(p).parent.name
+            df["generator"] = (
+                df["source"] if "source" in df.columns and len(df) else Path(p).parent.name
+            )
         frames.append(df)
         arrays.append(read_structure_arrays(p))
         log.info("%s: %d candidates", p, len(df))
@@ -204,7 +208,9 @@ def _group_job(args: tuple) -> tuple[np.ndarray, np.ndarray, list[int], int]:
     if known_arrays is not None and len(known_arrays):
         reps = clusters.representatives
         index = StructureIndex(known_arrays, settings, formulas=["_"] * len(known_arrays))
-        matched = index.find_matches(cand_arrays.take(reps), formulas=["_"] * len(reps), fingerprints=[fps[i] for i in reps])
+        matched = index.find_matches(
+            cand_arrays.take(reps), formulas=["_"] * len(reps), fingerprints=[fps[i] for i in reps]
+        )
         fits += index.n_fits
         for i, m in zip(reps, matched, strict=True):
             known_match[int(i)] = -1 if m is None else int(m)
@@ -259,7 +265,11 @@ def flag_candidates(
     known_rows = {f: np.asarray(kgroups[f]) for f in by_formula if f in kgroups}
     keys = sorted(by_formula, key=lambda f: -len(by_formula[f]))  # largest first: balanced
     jobs = [
-        (arrays.take(by_formula[f]), known_arrays.take(known_rows[f]) if f in known_rows else None, settings)
+        (
+            arrays.take(by_formula[f]),
+            known_arrays.take(known_rows[f]) if f in known_rows else None,
+            settings,
+        )
         for f in keys
     ]
     t_fp = time.perf_counter() - t0
@@ -349,11 +359,17 @@ def pool_metrics(flagged: pd.DataFrame) -> dict[str, Any]:
             "uniqueness": round(n_unique / n, 4),
             "novelty": round(float(first["novel_structure"].mean()), 4),
             "novel_composition_rate": round(float(first["novel_composition"].mean()), 4),
-            "valid_unique_novel": round(float((first_valid & first["novel_structure"]).sum()) / n, 4),
+            "valid_unique_novel": round(
+                float((first_valid & first["novel_structure"]).sum()) / n, 4
+            ),
             "pool_share": round(float((first["representative"] == first["id"]).mean()), 4),
         }
 
-    per = {str(g): rates(df) for g, df in flagged.groupby("generator", sort=True)} if len(flagged) else {}
+    per = (
+        {str(g): rates(df) for g, df in flagged.groupby("generator", sort=True)}
+        if len(flagged)
+        else {}
+    )
     return {"overall": rates(flagged), "per_generator": per}
 
 
@@ -412,11 +428,17 @@ def build_pool(
     keep = flagged["representative"] == flagged["id"]
     # merged duplicates' ids go to their representative
     merged = flagged.loc[~keep]
-    dups = merged.groupby("representative")["id"].agg(";".join) if len(merged) else pd.Series(dtype=str)
+    dups = (
+        merged.groupby("representative")["id"].agg(";".join)
+        if len(merged)
+        else pd.Series(dtype=str)
+    )
     pool = flagged.loc[keep].copy()
     prior = pool["duplicate_ids"].astype(str)
     extra = [str(dups.get(i, "")) for i in pool["id"]]
-    pool["duplicate_ids"] = [";".join(x for x in (a, b) if x) for a, b in zip(prior, extra, strict=True)]
+    pool["duplicate_ids"] = [
+        ";".join(x for x in (a, b) if x) for a, b in zip(prior, extra, strict=True)
+    ]
     dropped = {"duplicates": int((~keep).sum())}
     if settings.get("drop_invalid"):
         bad = ~(pool["valid"] & pool["charge_neutral"])
@@ -522,4 +544,3 @@ def write_cifs(ids: Sequence[str], arrays: StructureArrays, folder: str | Path) 
     finally:
         if tmp.exists():
             shutil.rmtree(tmp)
-

@@ -72,7 +72,6 @@ ENTRY_COLUMNS: dict[str, tuple[str, str]] = {
 }
 
 
-
 @dataclass
 class StructureArrays:
     """Ordered crystal structures as flat arrays (cheap to store and to slice)."""
@@ -115,7 +114,9 @@ class StructureArrays:
         else:
             sel = np.zeros(0, dtype=np.int64)
         offset = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
-        return StructureArrays(self.lattice[index], offset, self.species_z[sel], self.frac_coords[sel])
+        return StructureArrays(
+            self.lattice[index], offset, self.species_z[sel], self.frac_coords[sel]
+        )
 
     def structure(self, i: int) -> Structure:
         """Row ``i`` as a pymatgen Structure."""
@@ -137,7 +138,12 @@ class StructureArrays:
         """Concatenate several StructureArrays."""
         parts = list(parts)
         if not parts:
-            return cls(np.zeros((0, 3, 3)), np.zeros(1, dtype=np.int64), np.zeros(0, np.int16), np.zeros((0, 3)))
+            return cls(
+                np.zeros((0, 3, 3)),
+                np.zeros(1, dtype=np.int64),
+                np.zeros(0, np.int16),
+                np.zeros((0, 3)),
+            )
         offsets = [parts[0].site_offset]
         base = parts[0].site_offset[-1]
         for p in parts[1:]:
@@ -216,7 +222,9 @@ def _strings(group: h5py.Group, name: str, values: np.ndarray) -> h5py.Dataset:
     return ds
 
 
-def _numbers(group: h5py.Group, name: str, values: np.ndarray, decimals: int | None = None) -> h5py.Dataset:
+def _numbers(
+    group: h5py.Group, name: str, values: np.ndarray, decimals: int | None = None
+) -> h5py.Dataset:
     kw: dict[str, Any] = {}
     if len(values):
         kw = {"compression": "gzip", "compression_opts": 4}
@@ -287,7 +295,9 @@ def write_store(
 def _check_version(h5: h5py.File, path: str | Path) -> None:
     version = int(h5.attrs.get("schema_version", -1))
     if version != SCHEMA_VERSION:
-        raise ValueError(f"{path}: store schema version {version}, this matdisco reads {SCHEMA_VERSION}")
+        raise ValueError(
+            f"{path}: store schema version {version}, this matdisco reads {SCHEMA_VERSION}"
+        )
 
 
 def read_entries(path: str | Path, columns: Sequence[str] | None = None) -> pd.DataFrame:
@@ -320,12 +330,16 @@ def read_labels(path: str | Path) -> pd.DataFrame:
         )
 
 
-def read_structure_arrays(path: str | Path, index: Sequence[int] | np.ndarray | None = None) -> StructureArrays:
+def read_structure_arrays(
+    path: str | Path, index: Sequence[int] | np.ndarray | None = None
+) -> StructureArrays:
     """Read the structures (all, or the rows in ``index``) as flat arrays."""
     with h5py.File(path, "r") as h5:
         _check_version(h5, path)
         s = h5["structures"]
-        arrays = StructureArrays(s["lattice"][()], s["site_offset"][()], s["species_z"][()], s["frac_coords"][()])
+        arrays = StructureArrays(
+            s["lattice"][()], s["site_offset"][()], s["species_z"][()], s["frac_coords"][()]
+        )
     return arrays if index is None else arrays.take(index)
 
 

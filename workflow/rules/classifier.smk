@@ -4,10 +4,11 @@
 #   predict_stability       the target chemical system's known formulas through the model
 from matdisco.config import config_hash
 
-
 # optional extra training labels (e.g. Bartel 2020 ΔH_d) as a named input, or nothing
 CLASSIFIER_EXTRA_LABELS = (
-    {"extra_labels": config["classifier"]["extra_labels"]} if config["classifier"]["extra_labels"] else {}
+    {"extra_labels": config["classifier"]["extra_labels"]}
+    if config["classifier"]["extra_labels"]
+    else {}
 )
 # element tables of the features (the ElMD scale table is optional)
 FEATURE_TABLES = {"magpie": config["features"]["magpie_table"]}

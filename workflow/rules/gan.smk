@@ -24,7 +24,9 @@ TARGETS.extend(
 # The training structures: the substitution training set (gan.training_set.enabled) or the
 # store entries of the target system.
 GAN_TRAINING_STORE = (
-    out("gan/training_set.h5") if config["gan"]["training_set"]["enabled"] else out("data/entries.h5")
+    out("gan/training_set.h5")
+    if config["gan"]["training_set"]["enabled"]
+    else out("data/entries.h5")
 )
 
 # The proposal table is an input only when no explicit compositions are configured.

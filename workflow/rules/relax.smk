@@ -33,7 +33,9 @@ RELAX_OPTIMIZER = {
 }
 RELAX_BACKEND_OPTIONS = config["relax"].get(config["relax"]["backend"], {})
 # The pre-screen compares single points with the reference hull, so shards then wait for it.
-RELAX_SHARD_REFERENCE = out("relax/reference.csv") if config["relax"]["prescreen"]["enabled"] else []
+RELAX_SHARD_REFERENCE = (
+    out("relax/reference.csv") if config["relax"]["prescreen"]["enabled"] else []
+)
 # Shard files and results, known once the split_pool checkpoint has run.
 RELAX_GATHER_INPUTS = lambda wildcards: shard_files(
     checkpoints.split_pool.get().output.shards, out("relax/results")

@@ -28,7 +28,11 @@ SCREEN_FEATURE_TABLES = lambda wildcards: {
     **({"elmd": config["features"]["elmd_table"]} if config["features"]["elmd_table"] else {}),
 }
 # relax.gpaw settings for the gpaw_pbe gap path.
-SCREEN_GPAW = config.get("relax", {}).get("gpaw", {}) if config["screen"]["bandgap_method"] == "gpaw_pbe" else {}
+SCREEN_GPAW = (
+    config.get("relax", {}).get("gpaw", {})
+    if config["screen"]["bandgap_method"] == "gpaw_pbe"
+    else {}
+)
 # Every other final target, so that the provenance record is written last.
 PROVENANCE_INPUTS = lambda wildcards: [t for t in TARGETS if t != out("provenance/run.json")]
 

@@ -100,7 +100,9 @@ class MatchSettings:
     def from_config(cls, cfg: dict[str, Any] | None) -> MatchSettings:
         """Settings from a config mapping (unknown keys ignored, missing or null keys default)."""
         cfg = cfg or {}
-        return cls(**{k: cfg[k] for k in cls.__dataclass_fields__ if k in cfg and cfg[k] is not None})
+        return cls(
+            **{k: cfg[k] for k in cls.__dataclass_fields__ if k in cfg and cfg[k] is not None}
+        )
 
     def as_dict(self) -> dict[str, Any]:
         """The settings as a plain dict (for summaries)."""
@@ -112,7 +114,9 @@ class MatchSettings:
 # --------------------------------------------------------------------------------------
 
 
-def _neighbours_one(lattice: np.ndarray, frac: np.ndarray, z: np.ndarray) -> tuple[float, np.ndarray]:
+def _neighbours_one(
+    lattice: np.ndarray, frac: np.ndarray, z: np.ndarray
+) -> tuple[float, np.ndarray]:
     """Minimum distance (Angstrom) and fingerprint of one structure."""
     from pymatgen.optimization.neighbors import find_points_in_spheres
 
@@ -125,8 +129,12 @@ def _neighbours_one(lattice: np.ndarray, frac: np.ndarray, z: np.ndarray) -> tup
     cart = np.ascontiguousarray(frac @ lattice, dtype=float)
     cutoff = FP_RADIUS * scale
     i1, i2, offsets, dist = find_points_in_spheres(
-        cart, cart, r=cutoff, pbc=np.array([1, 1, 1], dtype=np.int64),
-        lattice=np.ascontiguousarray(lattice, dtype=float), tol=1e-8,
+        cart,
+        cart,
+        r=cutoff,
+        pbc=np.array([1, 1, 1], dtype=np.int64),
+        lattice=np.ascontiguousarray(lattice, dtype=float),
+        tol=1e-8,
     )
     self_pair = (i1 == i2) & (np.abs(offsets).sum(axis=1) == 0)
     i1, dist = i1[~self_pair], dist[~self_pair]
@@ -164,7 +172,9 @@ def neighbour_stats(arrays: StructureArrays) -> tuple[np.ndarray, list[np.ndarra
     fps: list[np.ndarray] = []
     for i in range(len(arrays)):
         a, b = arrays.site_offset[i], arrays.site_offset[i + 1]
-        mins[i], fp = _neighbours_one(arrays.lattice[i], arrays.frac_coords[a:b], arrays.species_z[a:b])
+        mins[i], fp = _neighbours_one(
+            arrays.lattice[i], arrays.frac_coords[a:b], arrays.species_z[a:b]
+        )
         fps.append(fp)
     return mins, fps
 
@@ -240,7 +250,9 @@ def _primitive_size(abc: np.ndarray, frac: np.ndarray, z: np.ndarray, tol: float
             sel = np.flatnonzero(ok[a : a + step]) + a
             if not len(sel):
                 continue
-            d = g[None, :, None, :] + shifts[sel, None, None, :] - g[None, None, :, :]  # (m, n_g, n_g, 3)
+            d = (
+                g[None, :, None, :] + shifts[sel, None, None, :] - g[None, None, :, :]
+            )  # (m, n_g, n_g, 3)
             d = np.abs(d - np.round(d))
             ok[sel] = (d <= ftol).all(axis=-1).any(axis=2).all(axis=1)
         if not ok.any():
@@ -292,8 +304,12 @@ def prepare(
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         latt, frac, z = niggli(np.asarray(lattice, float), np.asarray(frac, float), np.asarray(z))
-        if _primitive_size(np.asarray(latt.abc), frac, z, 2 * primitive_tol) < len(z):  # maybe not primitive
-            prim = Structure(latt, z.tolist(), frac).get_primitive_structure(tolerance=primitive_tol)
+        if _primitive_size(np.asarray(latt.abc), frac, z, 2 * primitive_tol) < len(
+            z
+        ):  # maybe not primitive
+            prim = Structure(latt, z.tolist(), frac).get_primitive_structure(
+                tolerance=primitive_tol
+            )
             zp = np.array([site.specie.Z for site in prim])
             latt, frac, z = niggli(prim.lattice.matrix, prim.frac_coords, zp)
         sg = None
@@ -307,7 +323,11 @@ def _raw(structures: Any, i: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(lattice rows, fractional coordinates, atomic numbers) of item ``i``, unbuilt if possible."""
     if isinstance(structures, StructureArrays):
         a, b = structures.site_offset[i], structures.site_offset[i + 1]
-        return structures.lattice[i], structures.frac_coords[a:b], structures.species_z[a:b].astype(np.int64)
+        return (
+            structures.lattice[i],
+            structures.frac_coords[a:b],
+            structures.species_z[a:b].astype(np.int64),
+        )
     raw = getattr(structures, "raw", None)
     if raw is not None:
         return raw(i)
@@ -369,7 +389,9 @@ class StructureComparer:
     def prepared(self, i: int) -> Prepared:
         """Structure ``i`` prepared for comparison (cached)."""
         if i not in self._cache:
-            self._cache[i] = prepare(*_raw(self.structures, i), self.settings.symprec, self.settings.primitive_tol)
+            self._cache[i] = prepare(
+                *_raw(self.structures, i), self.settings.symprec, self.settings.primitive_tol
+            )
         return self._cache[i]
 
     def reduced(self, i: int) -> Structure:
@@ -450,7 +472,9 @@ def _close_pairs(fps: Sequence[np.ndarray], tol: float) -> list[tuple[int, int]]
     return [(int(a), int(b)) for a, b in pairs]
 
 
-def _dedupe_one_formula(args: tuple[StructureArrays, list[np.ndarray] | None, MatchSettings]) -> tuple[np.ndarray, int]:
+def _dedupe_one_formula(
+    args: tuple[StructureArrays, list[np.ndarray] | None, MatchSettings],
+) -> tuple[np.ndarray, int]:
     """Leader clustering of structures sharing one formula (local indices, fits)."""
     arrays, fps, settings = args
     n = len(arrays)
@@ -513,13 +537,23 @@ def dedupe(
         groups.setdefault(str(f), []).append(i)
     multi = [rows for rows in groups.values() if len(rows) > 1]
     jobs = [
-        (arrays.take(rows), [fingerprints[i] for i in rows] if fingerprints is not None else None, settings)
+        (
+            arrays.take(rows),
+            [fingerprints[i] for i in rows] if fingerprints is not None else None,
+            settings,
+        )
         for rows in multi
     ]
     if workers > 1 and len(jobs) > 8:
         by_size = sorted(range(len(jobs)), key=lambda k: -len(multi[k]))  # largest first: balanced
         with ProcessPoolExecutor(max_workers=workers) as pool:
-            done = dict(zip(by_size, pool.map(_dedupe_one_formula, [jobs[k] for k in by_size], chunksize=4), strict=True))
+            done = dict(
+                zip(
+                    by_size,
+                    pool.map(_dedupe_one_formula, [jobs[k] for k in by_size], chunksize=4),
+                    strict=True,
+                )
+            )
         results = [done[k] for k in range(len(jobs))]
     else:
         results = [_dedupe_one_formula(j) for j in jobs]
@@ -564,7 +598,9 @@ class StructureIndex:
         self.ids = list(ids) if ids is not None else list(range(n))
         labels = list(formulas) if formulas is not None else reduced_formulas(self.arrays)
         if len(self.ids) != n or len(labels) != n:
-            raise ValueError(f"StructureIndex: {len(self.ids)} ids, {len(labels)} formulas for {n} structures")
+            raise ValueError(
+                f"StructureIndex: {len(self.ids)} ids, {len(labels)} formulas for {n} structures"
+            )
         rows: dict[str, list[int]] = {}
         for i, f in enumerate(labels):
             rows.setdefault(str(f), []).append(i)
@@ -618,7 +654,9 @@ class StructureIndex:
             cand = self._candidates(str(labels[q]), fp)
             hit = None
             if len(cand):
-                query = prepare(*_raw(arrays, q), self.settings.symprec, self.settings.primitive_tol)
+                query = prepare(
+                    *_raw(arrays, q), self.settings.symprec, self.settings.primitive_tol
+                )
                 for k in cand:
                     if self.comparer.fit(query, self.comparer.prepared(int(k))):
                         hit = self.ids[int(k)]

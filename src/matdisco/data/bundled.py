@@ -27,7 +27,9 @@ __all__ = ["load_bundled", "load_formula_labels", "reduce_formulas"]
 
 log = logging.getLogger("matdisco.data")
 
-EHULL_METHOD = "MP formula-level E_hull (CrabNet mp_e_hull) + E_f offset from the bundled lowest polymorph"
+EHULL_METHOD = (
+    "MP formula-level E_hull (CrabNet mp_e_hull) + E_f offset from the bundled lowest polymorph"
+)
 
 
 def reduce_formulas(formulas: pd.Series) -> pd.Series:
@@ -72,7 +74,9 @@ def _chemsys_keep(chemsys: pd.Series, allowed: list[str]) -> np.ndarray:
     return sets.map(lambda s: any(s <= a for a in allowed_sets)).to_numpy(dtype=bool)
 
 
-def load_bundled(structures: str | Path, labels: str | Path, chemsys_filter: list[str] | None = None) -> SourceResult:
+def load_bundled(
+    structures: str | Path, labels: str | Path, chemsys_filter: list[str] | None = None
+) -> SourceResult:
     """Load the bundled structure set, attach E_hull estimates, optionally filter chemistries.
 
     Args:
@@ -108,7 +112,9 @@ def load_bundled(structures: str | Path, labels: str | Path, chemsys_filter: lis
     )
     provenance = {
         "resource": str(structures),
-        "resource_provenance": {k: v for k, v in attrs["provenance"].items() if not k.endswith("_ids")},
+        "resource_provenance": {
+            k: v for k, v in attrs["provenance"].items() if not k.endswith("_ids")
+        },
         "labels_file": str(labels),
         "chemsys_filter": chemsys_filter,
         "e_above_hull_method": EHULL_METHOD,
@@ -116,4 +122,6 @@ def load_bundled(structures: str | Path, labels: str | Path, chemsys_filter: lis
         "dedupe_precomputed": attrs["provenance"].get("dedupe_precomputed"),
     }
     rejected = pd.DataFrame({"file": [], "reason": []})
-    return SourceResult(entries=entries, structures=arrays, rejected=rejected, provenance=provenance, labels=lab)
+    return SourceResult(
+        entries=entries, structures=arrays, rejected=rejected, provenance=provenance, labels=lab
+    )

@@ -22,9 +22,13 @@ __all__ = ["dedupe_entries", "find_duplicate_groups", "match_settings", "merge_d
 log = logging.getLogger("matdisco.data")
 
 
-def match_settings(ltol: float, stol: float, angle_tol: float, symprec: float | None) -> MatchSettings:
+def match_settings(
+    ltol: float, stol: float, angle_tol: float, symprec: float | None
+) -> MatchSettings:
     """The data stage's comparison: space-group pre-filter at ``symprec``, no fingerprints."""
-    return MatchSettings(ltol=ltol, stol=stol, angle_tol=angle_tol, fingerprint_tol=None, symprec=symprec or None)
+    return MatchSettings(
+        ltol=ltol, stol=stol, angle_tol=angle_tol, fingerprint_tol=None, symprec=symprec or None
+    )
 
 
 def _preference_order(entries: pd.DataFrame) -> pd.DataFrame:
@@ -93,7 +97,9 @@ def merge_duplicates(
     for i in order:  # preference order, so each group's list starts with its keeper
         groups.setdefault(int(group_of[i]), []).append(int(i))
     keep = np.array(sorted(members[0] for members in groups.values()), dtype=np.int64)
-    dup_ids = {members[0]: [entries.at[m, "id"] for m in members[1:]] for members in groups.values()}
+    dup_ids = {
+        members[0]: [entries.at[m, "id"] for m in members[1:]] for members in groups.values()
+    }
     out = entries.iloc[keep].copy()
     merged = []
     for i in keep:
@@ -142,7 +148,13 @@ def dedupe_entries(
     precomputed = group_of is not None
     if group_of is None:
         group_of = find_duplicate_groups(
-            entries, structures, ltol=ltol, stol=stol, angle_tol=angle_tol, symprec=symprec, workers=workers
+            entries,
+            structures,
+            ltol=ltol,
+            stol=stol,
+            angle_tol=angle_tol,
+            symprec=symprec,
+            workers=workers,
         )
     out, kept, summary = merge_duplicates(entries, structures, np.asarray(group_of))
     summary.update(
@@ -152,5 +164,7 @@ def dedupe_entries(
             "groups_precomputed": precomputed,
         }
     )
-    log.info("dedupe: %(entries_in)d -> %(entries_out)d entries (%(duplicates_merged)d merged)", summary)
+    log.info(
+        "dedupe: %(entries_in)d -> %(entries_out)d entries (%(duplicates_merged)d merged)", summary
+    )
     return out, kept, summary

@@ -242,8 +242,16 @@ class TemplateLibrary:
         self.anon = np.array([_anon_key(c) for c in counts], dtype=object)
         self.nsites = np.diff(arrays.site_offset)
         cols = self.entries.columns
-        ehull = self.entries["e_above_hull"].to_numpy(float) if "e_above_hull" in cols else np.full(n, np.nan)
-        exp = self.entries["is_experimental"].to_numpy(int) if "is_experimental" in cols else np.full(n, -1)
+        ehull = (
+            self.entries["e_above_hull"].to_numpy(float)
+            if "e_above_hull" in cols
+            else np.full(n, np.nan)
+        )
+        exp = (
+            self.entries["is_experimental"].to_numpy(int)
+            if "is_experimental" in cols
+            else np.full(n, -1)
+        )
         self.ehull, self.experimental = ehull, exp
         usable = self.nsites <= self.settings.max_sites
         if self.settings.max_e_above_hull is not None:
@@ -261,7 +269,9 @@ class TemplateLibrary:
     ) -> TemplateLibrary:
         """Library of every entry of an entry store."""
         cols = ["id", "formula", "nsites", "e_above_hull", "is_experimental"]
-        return cls(read_entries(path, cols), read_structure_arrays(path), settings, oxidation_states)
+        return cls(
+            read_entries(path, cols), read_structure_arrays(path), settings, oxidation_states
+        )
 
     # ---------------------------------------------------------------- volumes
 
@@ -305,7 +315,9 @@ class TemplateLibrary:
 
     def _ox_target(self, formula: str) -> dict[str, float]:
         els = {str(e) for e in parse_formula(formula).elements}
-        allowed = {k: tuple(range(v[0], v[1] + 1)) for k, v in self.oxidation_states.items() if k in els}
+        allowed = {
+            k: tuple(range(v[0], v[1] + 1)) for k, v in self.oxidation_states.items() if k in els
+        }
         key = tuple(sorted(allowed.items()))
         return first_oxidation_guess(formula, key)
 
@@ -335,7 +347,9 @@ class TemplateLibrary:
             mapping = dict(zip(red, perm, strict=True))
             if any(red[a] != target[t] for a, t in mapping.items()):
                 continue
-            cost = sum(self.counts[row, a] * self._pair_cost(a, t, ox_a, ox_t) for a, t in mapping.items())
+            cost = sum(
+                self.counts[row, a] * self._pair_cost(a, t, ox_a, ox_t) for a, t in mapping.items()
+            )
             cost /= n
             options.append((cost, mapping))
         out = []
@@ -360,7 +374,9 @@ class TemplateLibrary:
             try:
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore")
-                    sym = SpacegroupAnalyzer(s, symprec=self.settings.symprec).get_symmetrized_structure()
+                    sym = SpacegroupAnalyzer(
+                        s, symprec=self.settings.symprec
+                    ).get_symmetrized_structure()
                 groups = [sorted(idx) for idx in sym.equivalent_indices]
             except Exception:  # noqa: BLE001 - spglib failure: each site its own orbit
                 groups = [[i] for i in range(len(s))]
@@ -388,7 +404,9 @@ class TemplateLibrary:
             mean_log[za] = sum(n * v for n, v in sel) / sum(n for n, _ in sel)
         return [math.log(max(d, 1e-3)) - mean_log[za] for za, _, d in orbits]
 
-    def _split_option(self, row: int, target: dict[int, int], ox_t: dict[str, float]) -> _Option | None:
+    def _split_option(
+        self, row: int, target: dict[int, int], ox_t: dict[str, float]
+    ) -> _Option | None:
         """Cheapest assignment of a template's site orbits to target elements (exact counts)."""
         n = int(self.nsites[row])
         per_fu = sum(target.values())
@@ -453,7 +471,11 @@ class TemplateLibrary:
         row = option.row
         a, b = self.arrays.site_offset[row], self.arrays.site_offset[row + 1]
         old = self.arrays.species_z[a:b]
-        ox_a = first_oxidation_guess(self.formula[row]) if self.settings.volume_rule == "ionic_radii" else {}
+        ox_a = (
+            first_oxidation_guess(self.formula[row])
+            if self.settings.volume_rule == "ionic_radii"
+            else {}
+        )
         if self.settings.volume_rule == "template":
             scale = 1.0
         else:
@@ -461,7 +483,9 @@ class TemplateLibrary:
             v_new = sum(self._site_volume(int(z), ox_t) for z in option.species)
             scale = v_new / v_old if v_old > 0 and np.isfinite(v_new / v_old) else 1.0
         lattice = self.arrays.lattice[row] * scale ** (1.0 / 3.0)
-        return Structure(Lattice(lattice), option.species, self.arrays.frac_coords[a:b]), float(scale)
+        return Structure(Lattice(lattice), option.species, self.arrays.frac_coords[a:b]), float(
+            scale
+        )
 
     def predict(
         self,
@@ -499,11 +523,18 @@ class TemplateLibrary:
         g = np.gcd.reduce(tcounts[tcounts > 0].astype(np.int64))
         target = {int(z): int(round(c)) // int(g) for z, c in enumerate(tcounts) if c > 0}
         anon = _anon_key(tcounts)
-        ox_t = self._ox_target(formula) if st.oxidation_weight or st.volume_rule == "ionic_radii" else {}
+        ox_t = (
+            self._ox_target(formula)
+            if st.oxidation_weight or st.volume_rule == "ionic_radii"
+            else {}
+        )
         elmd = np.abs(self.cdf - petti_cdf(tcounts).astype(np.float32)).sum(axis=1)
         excluded = self.rows_of_compositions(exclude_formulas)
         allowed = self.usable & ~excluded
-        summary: dict[str, Any] = {"target_formula": formula, "anonymous_formula": comp.anonymized_formula}
+        summary: dict[str, Any] = {
+            "target_formula": formula,
+            "anonymous_formula": comp.anonymized_formula,
+        }
         mode = _fallback_mode(st.fallback)
         skipped = self._skip_messages(self.anon == anon, excluded)
         summary["skipped"] = skipped
@@ -513,7 +544,9 @@ class TemplateLibrary:
         # 1) substitution into same-stoichiometry templates, exact best-first with ElMD bound
         same = np.flatnonzero(allowed & (self.anon == anon))
         same = same[np.lexsort((self._tiebreak(same), elmd[same]))]
-        options = self._best_options(same, elmd, lambda r: self._substitution_options(r, target, ox_t))
+        options = self._best_options(
+            same, elmd, lambda r: self._substitution_options(r, target, ox_t)
+        )
         summary["same_stoichiometry_templates"] = int(len(same))
         chosen, n_examined = self._distinct(options, ox_t, formula, match, st.top_k)
         # 2) site splitting / merging in templates of other stoichiometries: when too few
@@ -522,9 +555,14 @@ class TemplateLibrary:
         if mode == "always" or (mode == "when_needed" and len(chosen) < st.top_k):
             bound = chosen[-1].template_distance if len(chosen) >= st.top_k else math.inf
             others = np.flatnonzero(
-                allowed & (self.anon != anon) & (self.nsites % sum(target.values()) == 0) & (elmd < bound)
+                allowed
+                & (self.anon != anon)
+                & (self.nsites % sum(target.values()) == 0)
+                & (elmd < bound)
             )
-            others = others[np.lexsort((self._tiebreak(others), elmd[others]))][: st.max_fallback_templates]
+            others = others[np.lexsort((self._tiebreak(others), elmd[others]))][
+                : st.max_fallback_templates
+            ]
             n_fallback = len(others)
             split = self._best_options(
                 others, elmd, lambda r: [o] if (o := self._split_option(r, target, ox_t)) else []
@@ -543,7 +581,9 @@ class TemplateLibrary:
         )
         if not chosen:
             why = f" ({'; '.join(skipped)})" if skipped else ""
-            summary["reason"] = f"no usable template of a compatible stoichiometry for {formula}{why}"
+            summary["reason"] = (
+                f"no usable template of a compatible stoichiometry for {formula}{why}"
+            )
             log.warning("templates: %s", summary["reason"])
         return chosen, summary
 
@@ -591,9 +631,13 @@ class TemplateLibrary:
         rest = same & ~excluded
         n = int((rest & (self.nsites > st.max_sites)).sum())
         if n:
-            out.append(msg(n, f"more than max_sites={st.max_sites} sites (raise max_sites to use them)"))
+            out.append(
+                msg(n, f"more than max_sites={st.max_sites} sites (raise max_sites to use them)")
+            )
         if st.max_e_above_hull is not None:
-            n = int((rest & (self.nsites <= st.max_sites) & (self.ehull > st.max_e_above_hull)).sum())
+            n = int(
+                (rest & (self.nsites <= st.max_sites) & (self.ehull > st.max_e_above_hull)).sum()
+            )
             if n:
                 out.append(msg(n, f"E_hull above max_e_above_hull={st.max_e_above_hull} eV/atom"))
         return out
@@ -715,7 +759,9 @@ def _anon_key(counts: np.ndarray) -> str:
 # --------------------------------------------------------------------------------------
 
 
-def candidates_table(candidates: Sequence[TemplateCandidate]) -> tuple[pd.DataFrame, StructureArrays]:
+def candidates_table(
+    candidates: Sequence[TemplateCandidate],
+) -> tuple[pd.DataFrame, StructureArrays]:
     """Store-format table (source ``template``) and structures of template candidates.
 
     Ids are ``tpl-<target formula>-<rank>`` (rank from 1 within each target).
@@ -742,8 +788,19 @@ def candidates_table(candidates: Sequence[TemplateCandidate]) -> tuple[pd.DataFr
             }
         )
     columns = [
-        "id", "source", "formula", "generator", "target_formula", "parent", "template_distance",
-        "template_formula", "template_elmd", "template_method", "template_mapping", "volume_scale", "rank",
+        "id",
+        "source",
+        "formula",
+        "generator",
+        "target_formula",
+        "parent",
+        "template_distance",
+        "template_formula",
+        "template_elmd",
+        "template_method",
+        "template_mapping",
+        "volume_scale",
+        "rank",
     ]
     table = pd.DataFrame(rows, columns=columns)
     table["template_distance"] = table["template_distance"].astype(float)
@@ -805,7 +862,10 @@ def generate_templates(
         all_candidates.extend(cands)
         log.info(
             "templates: %s -> %d candidates (best distance %s, %s)",
-            summ["target_formula"], len(cands), summ["best_distance"], ",".join(summ["methods"]) or "none",
+            summ["target_formula"],
+            len(cands),
+            summ["best_distance"],
+            ",".join(summ["methods"]) or "none",
         )
     table, arrays = candidates_table(all_candidates)
     if not len(table):

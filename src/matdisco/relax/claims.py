@@ -78,7 +78,10 @@ def self_consistent_ehull(ref: pd.DataFrame, cand: pd.DataFrame) -> np.ndarray:
         return np.full(len(cand), np.nan)
     pdg = PhaseDiagram(entries + [x for x in cand_entries if x is not None])
     return np.array(
-        [np.nan if x is None else pdg.get_e_above_hull(x, allow_negative=True) for x in cand_entries],
+        [
+            np.nan if x is None else pdg.get_e_above_hull(x, allow_negative=True)
+            for x in cand_entries
+        ],
         dtype=float,
     )
 
@@ -89,7 +92,9 @@ def below_hull_flags(e_above_hull: Sequence[float], tolerance: float = 0.005) ->
     return [BELOW_HULL_TEXT if np.isfinite(x) and x < -tolerance else "" for x in eh]
 
 
-def _generator_counts(summaries: Mapping[str, Mapping[str, Any]]) -> dict[tuple[str, str], dict[str, int]]:
+def _generator_counts(
+    summaries: Mapping[str, Mapping[str, Any]],
+) -> dict[tuple[str, str], dict[str, int]]:
     """(generator, target) -> sampled / valid from the generators' summary JSONs."""
     from matdisco.known import reduced_formula
 
@@ -139,7 +144,9 @@ def funnel(
     gen_counts = _generator_counts(summaries)
     pool = pool.copy()
     pool["target"] = pool["target_formula"].astype(str).map(reduced_formula)
-    novel_after = dict(zip(ehull["id"].astype(str), ehull["novel_structure"].astype(bool), strict=True))
+    novel_after = dict(
+        zip(ehull["id"].astype(str), ehull["novel_structure"].astype(bool), strict=True)
+    )
     status = dict(zip(ehull["id"].astype(str), ehull["status"].astype(str), strict=True))
     eh = dict(zip(ehull["id"].astype(str), ehull["e_above_hull"].astype(float), strict=True))
     sel = set(map(str, selected_ids)) if selected_ids is not None else set(status)
@@ -148,14 +155,19 @@ def funnel(
         if final is not None and len(final)
         else set()
     )
-    keys = sorted(set(gen_counts) | set(zip(pool["generator"].astype(str), pool["target"], strict=True)))
+    keys = sorted(
+        set(gen_counts) | set(zip(pool["generator"].astype(str), pool["target"], strict=True))
+    )
     rows = []
     for gen, target in keys:
         g = pool[(pool["generator"].astype(str) == gen) & (pool["target"] == target)]
         ok = g["valid"].astype(bool) & g["charge_neutral"].astype(bool)
         ids = g.loc[ok, "id"].astype(str)
-        novel = [i for i, nv in zip(ids, g.loc[ok, "novel_structure"].astype(bool), strict=True)
-                 if novel_after.get(i, nv)]
+        novel = [
+            i
+            for i, nv in zip(ids, g.loc[ok, "novel_structure"].astype(bool), strict=True)
+            if novel_after.get(i, nv)
+        ]
         row: dict[str, Any] = {
             "generator": gen,
             "target_formula": target,
@@ -201,7 +213,9 @@ def plot_funnel(path: str | Path, df: pd.DataFrame) -> None:
 
     tot = df[df["target_formula"] == "all"] if len(df) else df
     gens = tot["generator"].tolist() if len(tot) else []
-    fig, axes = plt.subplots(1, max(len(gens), 1), figsize=(5.5 * max(len(gens), 1), 4), squeeze=False)
+    fig, axes = plt.subplots(
+        1, max(len(gens), 1), figsize=(5.5 * max(len(gens), 1), 4), squeeze=False
+    )
     stages = [s for s in FUNNEL_STAGES if s in df.columns or s.startswith("le_")]
     stages = [s for s in stages if s in df.columns]
     for ax, (_, r) in zip(axes[0], tot.iterrows(), strict=False):
@@ -245,14 +259,22 @@ def annotate_claims(
 
     reference: list[tuple[str, str, Any]] = []
     if reference_records is not None and Path(reference_records).exists():
-        origin = dict(zip(ref["id"].astype(str), ref.get("origin", pd.Series(["store"] * len(ref))).astype(str), strict=True))
+        origin = dict(
+            zip(
+                ref["id"].astype(str),
+                ref.get("origin", pd.Series(["store"] * len(ref))).astype(str),
+                strict=True,
+            )
+        )
         for r in read_records(reference_records)[1]:
             if r.status == "ok" and r.lattice is not None and r.species:
                 s = Structure(Lattice(r.lattice), r.species, r.frac_coords)
                 reference.append((r.id, origin.get(r.id, "store"), s))
     pool_known: dict[str, str] = {}
     if pool_csv is not None and Path(pool_csv).exists():
-        p = pd.read_csv(pool_csv, dtype={"id": str, "known_id": str}, usecols=lambda c: c in ("id", "known_id"))
+        p = pd.read_csv(
+            pool_csv, dtype={"id": str, "known_id": str}, usecols=lambda c: c in ("id", "known_id")
+        )
         if "known_id" in p.columns:
             pool_known = dict(zip(p["id"], p["known_id"].fillna(""), strict=True))
     ok = (out["status"] == "ok").to_numpy()

@@ -289,8 +289,13 @@ def compute_ehull(
                 else None
             )
             rates["funnel"] = funnel_records(
-                funnel(pd.read_csv(pool_csv, dtype={"id": str}), out, summ,
-                       selected_ids=sel, thresholds=thresholds)
+                funnel(
+                    pd.read_csv(pool_csv, dtype={"id": str}),
+                    out,
+                    summ,
+                    selected_ids=sel,
+                    thresholds=thresholds,
+                )
             )
     else:
         rates = metastable_rates(out, thresholds)
@@ -301,7 +306,11 @@ def compute_ehull(
         "mode": reference_mode,
     }
     has_check = {"store_e_above_hull", "e_above_hull_model"} <= set(ok_ref.columns)
-    check = ok_ref[np.isfinite(ok_ref["store_e_above_hull"].to_numpy(dtype=float))] if has_check else ok_ref[:0]
+    check = (
+        ok_ref[np.isfinite(ok_ref["store_e_above_hull"].to_numpy(dtype=float))]
+        if has_check
+        else ok_ref[:0]
+    )
     if has_check and len(check):
         diff = check["e_above_hull_model"].to_numpy(dtype=float) - check[
             "store_e_above_hull"

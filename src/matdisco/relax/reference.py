@@ -262,7 +262,9 @@ def template_phases(
         c = cands[0]
         s = c.structure
         if max_sites is not None and len(s) > max_sites:
-            log.warning("reference: template phase %s has %d > %d sites", m["formula"], len(s), max_sites)
+            log.warning(
+                "reference: template phase %s has %d > %d sites", m["formula"], len(s), max_sites
+            )
             continue
         rows.append(
             {
@@ -277,7 +279,9 @@ def template_phases(
             }
         )
         structures.append(s)
-    log.info("reference: %d template phases for known formulas without a stored structure", len(rows))
+    log.info(
+        "reference: %d template phases for known formulas without a stored structure", len(rows)
+    )
     return pd.DataFrame(rows), structures
 
 
@@ -389,7 +393,10 @@ def compute_reference(
     n_tpl = reference.get("max_template_phases", 8)
     if n_tpl:
         missing = missing_known_phases(
-            store_path, elements, max_e_above_hull=reference.get("max_e_above_hull", 0.1), known=known
+            store_path,
+            elements,
+            max_e_above_hull=reference.get("max_e_above_hull", 0.1),
+            known=known,
         )
         tpl, tpl_structs = template_phases(
             store_path,
@@ -608,7 +615,9 @@ def validate_reference(ref: pd.DataFrame, source: str | Path = "reference") -> N
         pd.to_numeric(ref["energy_per_atom"], errors="coerce").to_numpy(dtype=float)
     )
     if not ok.any():
-        raise ValueError(f"{source}: no reference phase with status 'ok' and a finite energy_per_atom")
+        raise ValueError(
+            f"{source}: no reference phase with status 'ok' and a finite energy_per_atom"
+        )
     scales = set(ref["energy_scale"].astype(str))
     if len(scales) != 1:
         raise ValueError(f"{source}: reference mixes energy scales {sorted(scales)}")

@@ -39,7 +39,12 @@ SCREEN_DEFAULTS: dict[str, Any] = {
     "thresholds": {"e_above_hull_max": 0.080, "dG_pbx_max": 0.59, "gap_min": 1.6, "gap_max": 3.0},
     "n_best": 20,
     "n_fallback_structures": 3,
-    "xrd": {"radiation": "CuKa", "two_theta_min": 10.0, "two_theta_max": 80.0, "max_structures": 10},
+    "xrd": {
+        "radiation": "CuKa",
+        "two_theta_min": 10.0,
+        "two_theta_max": 80.0,
+        "max_structures": 10,
+    },
 }
 
 
@@ -62,14 +67,20 @@ def _gap_for_screen(df: pd.DataFrame, method: str) -> tuple[np.ndarray, np.ndarr
     if col and col in df.columns:
         dft = df[col].to_numpy(dtype=float)
         use = np.isfinite(dft)
-        label = "gap_hse_vasp (VASP HSE06)" if method == "vasp_hse" else "gap_hse_est_gpaw (GPAW PBE + linear mapping)"
+        label = (
+            "gap_hse_vasp (VASP HSE06)"
+            if method == "vasp_hse"
+            else "gap_hse_est_gpaw (GPAW PBE + linear mapping)"
+        )
         est = np.where(use, dft, est)
         est_std = np.where(use, np.nan, est_std)
         src = np.where(use, label, src)
     return est, est_std, src
 
 
-def judge(df: pd.DataFrame, thresholds: dict[str, float], *, eh_col: str, dg_col: str, gap_col: str) -> pd.DataFrame:
+def judge(
+    df: pd.DataFrame, thresholds: dict[str, float], *, eh_col: str, dg_col: str, gap_col: str
+) -> pd.DataFrame:
     """Pass/fail per criterion, count, violation score and rank (1 = best).
 
     Args:
@@ -89,9 +100,21 @@ def judge(df: pd.DataFrame, thresholds: dict[str, float], *, eh_col: str, dg_col
     lo, hi = float(t["gap_min"]), float(t["gap_max"])
     width = max(hi - lo, 1e-9)
     checks = {
-        "e_above_hull": (eh <= t["e_above_hull_max"] + 1e-12, np.maximum(eh - t["e_above_hull_max"], 0) / max(t["e_above_hull_max"], 1e-3), eh),
-        "dG_pbx": (dg <= t["dG_pbx_max"] + 1e-12, np.maximum(dg - t["dG_pbx_max"], 0) / max(t["dG_pbx_max"], 1e-3), dg),
-        "gap": ((gap >= lo - 1e-12) & (gap <= hi + 1e-12), (np.maximum(lo - gap, 0) + np.maximum(gap - hi, 0)) / width, gap),
+        "e_above_hull": (
+            eh <= t["e_above_hull_max"] + 1e-12,
+            np.maximum(eh - t["e_above_hull_max"], 0) / max(t["e_above_hull_max"], 1e-3),
+            eh,
+        ),
+        "dG_pbx": (
+            dg <= t["dG_pbx_max"] + 1e-12,
+            np.maximum(dg - t["dG_pbx_max"], 0) / max(t["dG_pbx_max"], 1e-3),
+            dg,
+        ),
+        "gap": (
+            (gap >= lo - 1e-12) & (gap <= hi + 1e-12),
+            (np.maximum(lo - gap, 0) + np.maximum(gap - hi, 0)) / width,
+            gap,
+        ),
     }
     violation = np.zeros(len(out))
     failed: list[list[str]] = [[] for _ in range(len(out))]
@@ -124,26 +147,42 @@ def judge(df: pd.DataFrame, thresholds: dict[str, float], *, eh_col: str, dg_col
     return out
 
 
-def powder_xrd(structure: Any, *, radiation: str = "CuKa", two_theta: tuple[float, float] = (10.0, 80.0)) -> pd.DataFrame:
+def powder_xrd(
+    structure: Any, *, radiation: str = "CuKa", two_theta: tuple[float, float] = (10.0, 80.0)
+) -> pd.DataFrame:
     """Simulated powder XRD peaks (pymatgen ``XRDCalculator``): 2θ (deg), intensity (max 100), hkl, d."""
     from pymatgen.analysis.diffraction.xrd import XRDCalculator
 
-    pat = XRDCalculator(wavelength=radiation).get_pattern(structure, scaled=True, two_theta_range=two_theta)
+    pat = XRDCalculator(wavelength=radiation).get_pattern(
+        structure, scaled=True, two_theta_range=two_theta
+    )
     hkl = [
-        " ".join(f"({' '.join(str(int(i)) for i in h['hkl'])})x{h['multiplicity']}" for h in fam) for fam in pat.hkls
+        " ".join(f"({' '.join(str(int(i)) for i in h['hkl'])})x{h['multiplicity']}" for h in fam)
+        for fam in pat.hkls
     ]
-    return pd.DataFrame({"two_theta_deg": pat.x, "intensity": pat.y, "hkl_families": hkl, "d_spacing_A": pat.d_hkls})
+    return pd.DataFrame(
+        {"two_theta_deg": pat.x, "intensity": pat.y, "hkl_families": hkl, "d_spacing_A": pat.d_hkls}
+    )
 
 
-KNOWN_COLUMNS = ("known_composition_source", "known_structure_id", "known_structure_source",
-                 "e_above_hull_self_consistent", "hull_flag")
+KNOWN_COLUMNS = (
+    "known_composition_source",
+    "known_structure_id",
+    "known_structure_source",
+    "e_above_hull_self_consistent",
+    "hull_flag",
+)
 
 
 def _claims(df: pd.DataFrame) -> list[str]:
     """One text per row: what it may claim (novelty with its source, the below-hull flag)."""
     out = []
     for _, r in df.iterrows():
-        novel_s = bool(r.get("novel_structure", True)) if not pd.isna(r.get("novel_structure", True)) else True
+        novel_s = (
+            bool(r.get("novel_structure", True))
+            if not pd.isna(r.get("novel_structure", True))
+            else True
+        )
         ksrc = str(r.get("known_composition_source", "") or "")
         ksrc = "" if ksrc == "nan" else ksrc
         if not novel_s:
@@ -159,7 +198,9 @@ def _claims(df: pd.DataFrame) -> list[str]:
     return out
 
 
-def _column_docs(slug: str, scale: str, method: str, gap_mapping: dict[str, Any] | None, th: dict[str, float]) -> dict[str, str]:
+def _column_docs(
+    slug: str, scale: str, method: str, gap_mapping: dict[str, Any] | None, th: dict[str, float]
+) -> dict[str, str]:
     m = gap_mapping or {}
     mapping = f"{m.get('slope', '?')}*PBE + {m.get('intercept', '?')} eV ({m.get('source', '')})"
     return {
@@ -218,7 +259,9 @@ def _column_docs(slug: str, scale: str, method: str, gap_mapping: dict[str, Any]
     }
 
 
-def _plot_scatter(path: str | Path, df: pd.DataFrame, eh_col: str, dg_col: str, th: dict[str, float], label: str) -> None:
+def _plot_scatter(
+    path: str | Path, df: pd.DataFrame, eh_col: str, dg_col: str, th: dict[str, float], label: str
+) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -231,23 +274,60 @@ def _plot_scatter(path: str | Path, df: pd.DataFrame, eh_col: str, dg_col: str, 
     dg = df[dg_col].to_numpy(dtype=float)
     have = np.isfinite(eh) & np.isfinite(gap)
     if have.any():
-        ax.errorbar(eh[have], gap[have], yerr=np.nan_to_num(std[have]), fmt="none", ecolor="0.7", elinewidth=0.8, zorder=1)
+        ax.errorbar(
+            eh[have],
+            gap[have],
+            yerr=np.nan_to_num(std[have]),
+            fmt="none",
+            ecolor="0.7",
+            elinewidth=0.8,
+            zorder=1,
+        )
         known = have & np.isfinite(dg)
-        sc = ax.scatter(eh[known], gap[known], c=dg[known], cmap="viridis_r", s=28, zorder=2, edgecolor="k", lw=0.3)
+        sc = ax.scatter(
+            eh[known],
+            gap[known],
+            c=dg[known],
+            cmap="viridis_r",
+            s=28,
+            zorder=2,
+            edgecolor="k",
+            lw=0.3,
+        )
         if known.any():
             fig.colorbar(sc, ax=ax, label="ΔG_pbx (eV/atom)")
         unk = have & ~np.isfinite(dg)
-        ax.scatter(eh[unk], gap[unk], c="0.6", marker="x", s=22, zorder=2, label="ΔG_pbx not computed")
+        ax.scatter(
+            eh[unk], gap[unk], c="0.6", marker="x", s=22, zorder=2, label="ΔG_pbx not computed"
+        )
         fin = df["finalist"].to_numpy(dtype=bool) & have
-        ax.scatter(eh[fin], gap[fin], facecolor="none", edgecolor="r", s=120, lw=1.5, zorder=3, label="finalist")
+        ax.scatter(
+            eh[fin],
+            gap[fin],
+            facecolor="none",
+            edgecolor="r",
+            s=120,
+            lw=1.5,
+            zorder=3,
+            label="finalist",
+        )
         for i in np.flatnonzero(fin)[:15]:
-            ax.annotate(str(df["formula"].iloc[i]), (eh[i], gap[i]), fontsize=7, xytext=(4, 4), textcoords="offset points")
+            ax.annotate(
+                str(df["formula"].iloc[i]),
+                (eh[i], gap[i]),
+                fontsize=7,
+                xytext=(4, 4),
+                textcoords="offset points",
+            )
     ax.axvline(th["e_above_hull_max"] * 1000, color="r", ls="--", lw=1)
     ax.axhspan(th["gap_min"], th["gap_max"], color="tab:orange", alpha=0.12, label="gap window")
     ax.set_xlabel(f"E_hull (meV/atom, {label})")
     ax.set_ylabel("band gap used by the screen (eV)")
     ax.legend(fontsize=8, loc="upper right")
-    ax.set_title(f"{int(have.sum())} candidates with E_hull and gap; {int(df['finalist'].sum())} finalists", fontsize=10)
+    ax.set_title(
+        f"{int(have.sum())} candidates with E_hull and gap; {int(df['finalist'].sum())} finalists",
+        fontsize=10,
+    )
     fig.tight_layout()
     with atomic_write(path, suffix=Path(path).suffix) as tmp:
         fig.savefig(tmp, dpi=120)
@@ -255,7 +335,11 @@ def _plot_scatter(path: str | Path, df: pd.DataFrame, eh_col: str, dg_col: str, 
 
 
 def _plot_xrd(
-    path: str | Path, patterns: list[tuple[str, pd.DataFrame]], radiation: str, note: str, two_theta: tuple[float, float]
+    path: str | Path,
+    patterns: list[tuple[str, pd.DataFrame]],
+    radiation: str,
+    note: str,
+    two_theta: tuple[float, float],
 ) -> None:
     import matplotlib
 
@@ -284,14 +368,26 @@ def _plot_xrd(
 
 
 def _plot_best_pourbaix(
-    path: str | Path, judged: pd.DataFrame, candidates: str | Path, eh_col: str, dg_col: str, settings: dict[str, Any] | None
+    path: str | Path,
+    judged: pd.DataFrame,
+    candidates: str | Path,
+    eh_col: str,
+    dg_col: str,
+    settings: dict[str, Any] | None,
 ) -> None:
     from matdisco.screen.pourbaix import plot_candidate
 
     have = judged[np.isfinite(judged[dg_col].to_numpy(dtype=float))]
     if not len(have):
-        plot_candidate(path, composition=None, e_above_hull=np.nan, entry_id="", title="", settings=settings or {},
-                       empty_reason="no candidate has a ΔG_pbx (none passed the E_hull filter)")
+        plot_candidate(
+            path,
+            composition=None,
+            e_above_hull=np.nan,
+            entry_id="",
+            title="",
+            settings=settings or {},
+            empty_reason="no candidate has a ΔG_pbx (none passed the E_hull filter)",
+        )
         return
     r = have.iloc[0]
     status = "finalist" if bool(r["finalist"]) else "best-ranked, not a finalist"
@@ -300,8 +396,12 @@ def _plot_best_pourbaix(
         f"at pH {float(r['dG_pbx_ph_at_max']):g}"
     )
     plot_candidate(
-        path, composition=str(r["composition"] or r["formula"]), e_above_hull=float(r[eh_col]),
-        entry_id=str(r["id"]), title=title, settings=settings or {},
+        path,
+        composition=str(r["composition"] or r["formula"]),
+        e_above_hull=float(r[eh_col]),
+        entry_id=str(r["id"]),
+        title=title,
+        settings=settings or {},
     )
 
 
@@ -364,16 +464,31 @@ def screen_candidates(
         log.warning("candidates on several energy scales %s: E_hull columns mix them", scales)
     slug = scale_slug(scale)
     eh_col, dg_col = f"e_above_hull_{slug}", f"dG_pbx_{slug}"
-    keep = ["id", "formula", "composition", "generator", "parent", "target_formula", "novel_composition", "novel_structure",
-            *KNOWN_COLUMNS]
+    keep = [
+        "id",
+        "formula",
+        "composition",
+        "generator",
+        "parent",
+        "target_formula",
+        "novel_composition",
+        "novel_structure",
+        *KNOWN_COLUMNS,
+    ]
     base = cand[[c for c in keep if c in cand.columns]].copy()
     base["row"] = np.arange(len(cand))
     base["relax_status"] = cand["status"].astype(str) if "status" in cand.columns else ""
-    base[eh_col] = cand["e_above_hull"].to_numpy(dtype=float) if "e_above_hull" in cand.columns else np.nan
+    base[eh_col] = (
+        cand["e_above_hull"].to_numpy(dtype=float) if "e_above_hull" in cand.columns else np.nan
+    )
     base["ehull_reference"] = cand["reference"].astype(str) if "reference" in cand.columns else ""
-    base[f"hull_decomposition_{slug}"] = cand["decomposition"].astype(str) if "decomposition" in cand.columns else ""
+    base[f"hull_decomposition_{slug}"] = (
+        cand["decomposition"].astype(str) if "decomposition" in cand.columns else ""
+    )
     pbx = pd.read_csv(pourbaix_csv, dtype={"id": str})
-    pbx = pbx.rename(columns={"dG_pbx": dg_col})[["id", dg_col, "dG_pbx_ph_at_max", "dG_pbx_decomposes_to"]]
+    pbx = pbx.rename(columns={"dG_pbx": dg_col})[
+        ["id", dg_col, "dG_pbx_ph_at_max", "dG_pbx_decomposes_to"]
+    ]
     gaps = pd.read_csv(bandgap_csv, dtype={"id": str}).drop(columns=["formula"], errors="ignore")
     df = base.merge(pbx, on="id", how="left").merge(gaps, on="id", how="left")
     g, gstd, gsrc = _gap_for_screen(df, method)
@@ -420,7 +535,11 @@ def screen_candidates(
                 log.warning("%s: symmetrised CIF failed (%s); writing the P1 cell", rid, err)
                 sg = ""
                 CifWriter(st).write_file(cif_dir / f"{name}.cif")
-            pat = powder_xrd(st, radiation=str(xrd["radiation"]), two_theta=(float(xrd["two_theta_min"]), float(xrd["two_theta_max"])))
+            pat = powder_xrd(
+                st,
+                radiation=str(xrd["radiation"]),
+                two_theta=(float(xrd["two_theta_min"]), float(xrd["two_theta_max"])),
+            )
             with atomic_write(xrd_dir / f"{name}.csv") as tmp:
                 pat.to_csv(tmp, index=False)
             judged.at[idx, "spacegroup"] = sg
@@ -428,8 +547,18 @@ def screen_candidates(
             judged.at[idx, "xrd_csv"] = f"xrd/{name}.csv"
             patterns.append((f"#{judged.at[idx, 'rank']} {formula} {sg}", pat))
     judged = judged.drop(columns=["row"])
-    front = ["rank", "id", "formula", "finalist", "claim", "failed_criteria", eh_col, dg_col, "gap_for_screen",
-             "gap_for_screen_std"]
+    front = [
+        "rank",
+        "id",
+        "formula",
+        "finalist",
+        "claim",
+        "failed_criteria",
+        eh_col,
+        dg_col,
+        "gap_for_screen",
+        "gap_for_screen_std",
+    ]
     cols = front + [c for c in judged.columns if c not in front]
     judged = judged[cols]
     n_rows = max(n_final, min(int(s["n_best"]), len(judged)))
@@ -442,9 +571,18 @@ def screen_candidates(
         mapping = json.loads(Path(bandgap_metrics).read_text(encoding="utf-8")).get("hse_mapping")
     docs = _column_docs(slug, scale, method, mapping, th)
     with atomic_write(out_columns) as tmp:
-        Path(tmp).write_text(json.dumps({c: docs.get(c, "") for c in judged.columns}, indent=2) + "\n", encoding="utf-8")
+        Path(tmp).write_text(
+            json.dumps({c: docs.get(c, "") for c in judged.columns}, indent=2) + "\n",
+            encoding="utf-8",
+        )
     _plot_scatter(out_scatter, judged, eh_col, dg_col, th, scale or "unknown scale")
-    _plot_xrd(out_xrd_plot, patterns, str(xrd["radiation"]), note, (float(xrd["two_theta_min"]), float(xrd["two_theta_max"])))
+    _plot_xrd(
+        out_xrd_plot,
+        patterns,
+        str(xrd["radiation"]),
+        note,
+        (float(xrd["two_theta_min"]), float(xrd["two_theta_max"])),
+    )
     _plot_best_pourbaix(out_pourbaix_plot, judged, candidates, eh_col, dg_col, pourbaix_settings)
     summary = {
         "energy_scale": scale,
@@ -454,12 +592,28 @@ def screen_candidates(
         "n_with_e_above_hull": int(np.isfinite(judged[eh_col].to_numpy(dtype=float)).sum()),
         "n_pass": {k: int(judged[f"pass_{k}"].sum()) for k in ("e_above_hull", "dG_pbx", "gap")},
         "n_finalists": n_final,
-        "finalists": judged.loc[judged["finalist"], [c for c in ("id", "formula", "claim", "known_composition_source",
-                                                                 "known_structure_source") if c in judged.columns]]
-        .head(50).to_dict("records"),
-        "n_below_reference_hull": int((judged.get("hull_flag", pd.Series(dtype=str)).fillna("").astype(str) != "").sum()),
+        "finalists": judged.loc[
+            judged["finalist"],
+            [
+                c
+                for c in (
+                    "id",
+                    "formula",
+                    "claim",
+                    "known_composition_source",
+                    "known_structure_source",
+                )
+                if c in judged.columns
+            ],
+        ]
+        .head(50)
+        .to_dict("records"),
+        "n_below_reference_hull": int(
+            (judged.get("hull_flag", pd.Series(dtype=str)).fillna("").astype(str) != "").sum()
+        ),
         "n_known_structures": int((~judged["novel_structure"].fillna(True).astype(bool)).sum())
-        if "novel_structure" in judged.columns else 0,
+        if "novel_structure" in judged.columns
+        else 0,
         "structures_written": note,
         "table_rows": int(n_rows),
     }

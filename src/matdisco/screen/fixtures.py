@@ -50,7 +50,9 @@ def fixture_candidates(
     rest = df.iloc[max_entries // 2 :]
     rng = np.random.default_rng(seed)
     if len(rest):
-        rest = rest.iloc[np.sort(rng.choice(len(rest), min(len(rest), max_entries - len(half)), replace=False))]
+        rest = rest.iloc[
+            np.sort(rng.choice(len(rest), min(len(rest), max_entries - len(half)), replace=False))
+        ]
     sel = pd.concat([half, rest]) if len(rest) else half
     arrays = read_structure_arrays(store, sel.index.to_numpy())
     out_df = pd.DataFrame(
@@ -77,5 +79,11 @@ def fixture_candidates(
             "novel_structure": False,
         }
     )
-    write_store(out, out_df, arrays, data_source="fixture", provenance={"store": str(store), "elements": list(elements)})
+    write_store(
+        out,
+        out_df,
+        arrays,
+        data_source="fixture",
+        provenance={"store": str(store), "elements": list(elements)},
+    )
     return len(out_df)

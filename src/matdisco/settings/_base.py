@@ -305,8 +305,10 @@ def schema_mismatches(
         if lits is None and get_origin(hint) is tuple:
             lits = _literal_values(get_args(hint)[0])
         if lits is not None and set(items.get("enum", [])) != lits:
-            out.append(f"{key}: allowed values {sorted(map(str, lits))} in {cls.__name__}, "
-                       f"{sorted(map(str, items.get('enum', [])))} in the schema")
+            out.append(
+                f"{key}: allowed values {sorted(map(str, lits))} in {cls.__name__}, "
+                f"{sorted(map(str, items.get('enum', [])))} in the schema"
+            )
         default = _field_default(fields[name])
         if isinstance(hint, type) and issubclass(hint, SettingsBase):
             if sub.get("default") != {} and name not in schema.get("required", []):
@@ -320,6 +322,8 @@ def schema_mismatches(
         elif default is dataclasses.MISSING:
             out.append(f"{key}: no default in {cls.__name__}")
         elif not _same(_plain(default), sub["default"]):
-            out.append(f"{key}: default {_plain(default)!r} in {cls.__name__}, "
-                       f"{sub['default']!r} in the schema")
+            out.append(
+                f"{key}: default {_plain(default)!r} in {cls.__name__}, "
+                f"{sub['default']!r} in the schema"
+            )
     return out

@@ -147,7 +147,12 @@ class FeaturesSettings(SettingsBase):
     elmd_table: str | None = "resources/bundled/elmd_element_properties.json.gz"
     elmd_scale: str = "mod_petti"
     stats: tuple[Literal["mean", "avg_dev", "minimum", "maximum", "range", "mode"], ...] = (
-        "mean", "avg_dev", "minimum", "maximum", "range", "mode"
+        "mean",
+        "avg_dev",
+        "minimum",
+        "maximum",
+        "range",
+        "mode",
     )
     stoichiometry_norms: tuple[int, ...] = (0, 2, 3, 5, 7, 10)
     valence_orbitals: bool = True
