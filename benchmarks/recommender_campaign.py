@@ -88,7 +88,8 @@ def pool_for(space: R.TernarySpace, sid: int, charge_filter: bool) -> np.ndarray
 
 
 def random_expectation(n_pool: int, m: int) -> dict[str, float]:
-    """Expected draws (random order, no replacement) to find the first, half and all of m targets."""
+    """Expected draws (random order, no replacement) to find the first, half and all of m
+    targets."""
     if m == 0:
         return {"first": float("nan"), "half": float("nan"), "all": float("nan")}
     half = int(np.ceil(m / 2))

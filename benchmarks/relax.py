@@ -124,7 +124,8 @@ BATCH_PROBE = textwrap.dedent(
     be.predict_energy(atoms)
     cpu_e = time.process_time() - c0
     rss = hwm()
-    print(json.dumps({"cpu_s_per_efs_pass": round(cpu, 3), "cpu_s_energy_only_pass": round(cpu_e, 3),
+    print(json.dumps({"cpu_s_per_efs_pass": round(cpu, 3),
+                      "cpu_s_energy_only_pass": round(cpu_e, 3),
                       "peak_rss_mb": round(rss), "rss_after_load_mb": round(rss0)}))
     """
 )

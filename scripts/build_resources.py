@@ -95,7 +95,10 @@ def build_structures(raw: Path, out: Path) -> dict:
     disagree = [r["ef_sources_agree"] == "False" for r in rows]
     entries["e_above_hull_method"] = ""
     prov = {
-        "origin": "Materials Project (legacy database, ~2018) via the CGCNN data set; crysxpp + mt-cgcnn join",
+        "origin": (
+            "Materials Project (legacy database, ~2018) via the CGCNN data set; "
+            "crysxpp + mt-cgcnn join"
+        ),
         "licence": "MP data CC BY 4.0; repositories MIT",
         "source_file": str(src.name),
         "source_sha256": sha256(src),
@@ -185,8 +188,12 @@ def build_labels(raw: Path, out: Path) -> list[dict]:
 
 COPIES = {
     "raw/crabnet/element_properties/magpie.csv": "magpie_elements.csv",
-    "raw/crabnet/element_properties/ElMD_ElementDict_elem_prop.json.gz": "elmd_element_properties.json.gz",
-    "raw/matbench_discovery/2023-02-07-mp-elemental-reference-entries.json.gz": "mp_elemental_reference_entries_2023-02-07.json.gz",
+    "raw/crabnet/element_properties/ElMD_ElementDict_elem_prop.json.gz": (
+        "elmd_element_properties.json.gz"
+    ),
+    "raw/matbench_discovery/2023-02-07-mp-elemental-reference-entries.json.gz": (
+        "mp_elemental_reference_entries_2023-02-07.json.gz"
+    ),
     "raw/pyeql_pourbaix/mpr_reference_ion_database.json.gz": "mp_aqueous_ion_references.json.gz",
 }
 

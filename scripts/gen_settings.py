@@ -206,7 +206,8 @@ def main() -> None:
         header = [
             f'"""Typed settings of {TITLES[module]}.',
             "",
-            "Drafted from workflow/schemas/config.schema.yaml by scripts/gen_settings.py; the schema",
+            "Drafted from workflow/schemas/config.schema.yaml by scripts/gen_settings.py; "
+            "the schema",
             "and these classes are kept in agreement by tests/test_settings.py.",
             '"""',
             "",

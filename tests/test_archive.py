@@ -75,7 +75,8 @@ def test_archive_verifies_and_has_no_secret(run_dir, tmp_path, capsys):
     assert man["commands"]["recorded"][0].startswith("MP_API_KEY=<redacted> snakemake")
     assert "<redacted:MP_API_KEY>" in man["commands"]["recorded"][1]
     assert man["secret_env_present"] == ["MP_API_KEY"]
-    # scan every file of the run, the manifest copy, the archive and every archive member for the key
+    # scan every file of the run, the manifest copy, the archive and every archive member for
+    # the key
     files = [p for p in run_dir.rglob("*") if p.is_file()] + [side, tgz]
     for p, data in _every_byte(files):
         assert FAKE_KEY.encode() not in data, p
@@ -87,7 +88,8 @@ def test_archive_verifies_and_has_no_secret(run_dir, tmp_path, capsys):
 
 
 def _rewrite(tgz: Path, change) -> None:
-    """Rebuild the archive applying ``change(name, data) -> data | None`` (None drops the member)."""
+    """Rebuild the archive applying ``change(name, data) -> data | None`` (None drops the
+    member)."""
     with tarfile.open(tgz) as tar:
         members = [(m, tar.extractfile(m).read() if m.isfile() else None) for m in tar.getmembers()]
     with tarfile.open(tgz, "w:gz") as tar:

@@ -82,7 +82,8 @@ def test_metrics_are_real_and_complete(trained):
         for key in ("roc_auc", "pr_auc", "f1", "brier", "ece"):
             assert np.isfinite(m[section]["raw"][key]), (section, key)
         assert len(m[section]["per_fold_roc_auc"]) == 3
-    # composition carries real signal even with 1,200 formulas and 60 trees; shuffled labels give ~0.5
+    # composition carries real signal even with 1,200 formulas and 60 trees; shuffled labels
+    # give ~0.5
     assert m["stratified_cv"]["raw"]["roc_auc"] > 0.75
     assert m["chemsys_grouped_cv"]["raw"]["roc_auc"] > 0.7
     assert m["held_out_test"]["calibrated_ensemble"]["roc_auc"] > 0.75
@@ -186,7 +187,8 @@ def test_predict_stability_api(trained):
     ok = df["valid"]
     assert df.loc[ok, "p_stable"].between(0, 1).all() and (df.loc[ok, "p_stable_std"] >= 0).all()
     assert df.loc[0, "p_stable"] == df.loc[3, "p_stable"]
-    # rare element, invalid formulas and a pure element (no unaries among the labels) are out of domain
+    # rare element, invalid formulas and a pure element (no unaries among the labels) are out
+    # of domain
     assert df["out_of_domain"].tolist() == [False, True, True, False, True, True]
 
 
@@ -313,7 +315,8 @@ def test_calibrating_the_ensemble_output_reduces_ece():
     p_true = rng.uniform(0, 1, n)
     y = (rng.uniform(0, 1, n) < p_true).astype(int)
     z = np.log(p_true / (1 - p_true))
-    # over-confident members (logit x 2, shifted) with member noise: the raw ensemble is miscalibrated
+    # over-confident members (logit x 2, shifted) with member noise: the raw ensemble is
+    # miscalibrated
     members = 1 / (1 + np.exp(-(2.0 * z + 0.5 + rng.normal(0, 0.3, (k, n)))))
     oof = members[0, : n // 2]  # one member's out-of-fold output fits the calibrator
     cal = fit_calibrator(oof, y[: n // 2], "isotonic")

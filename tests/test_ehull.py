@@ -521,7 +521,8 @@ def test_cli_ehull(tmp_path, capsys):
     np.testing.assert_allclose(
         out["e_above_hull"], from_entries(cand, ref)["e_above_hull"], atol=1e-9
     )
-    # a reference JSON of entries works too; a bad reference fails with the column named and no output
+    # a reference JSON of entries works too; a bad reference fails with the column named and
+    # no output
     ref_json = tmp_path / "ref.json"
     ref_json.write_text(json.dumps([e.as_dict() for e in ref], cls=MontyEncoder))
     assert main(["ehull", str(entries_json), "--reference", str(ref_json)]) == 0

@@ -59,7 +59,7 @@ def write_tiny_store(path, formulas: dict[str, int] = STORE_FORMULAS) -> None:
     write_store(path, pd.DataFrame(rows), arrays, data_source="test", provenance={})
 
 
-# ------------------------------------------------------------------ enumeration and oxidation states
+# ------------------------------------------------------------- enumeration and oxidation states
 
 
 def test_enumerate_compositions():
@@ -142,7 +142,8 @@ def test_acquisition_combines_classifier_and_recommender():
     mu, sigma, acq = P.acquisition_scores(
         p, np.zeros(3), q, sq, kind="exploit", classifier_weight=0.25
     )
-    # w = 0.25: 0.25 * 0.8 + 0.75 * 0.2 = 0.35; 0.25 * 0.2 + 0.75 * 1.0 = 0.8; the NaN falls back to q
+    # w = 0.25: 0.25 * 0.8 + 0.75 * 0.2 = 0.35; 0.25 * 0.2 + 0.75 * 1.0 = 0.8; the NaN falls
+    # back to q
     np.testing.assert_allclose(mu, [0.35, 0.8, 0.6])
     np.testing.assert_allclose(sigma, [0.0, 0.0, 0.1])
     assert list(P.rank_candidates(acq, mu, ["x", "y", "z"])) == [1, 2, 0]
@@ -237,7 +238,8 @@ def test_propose_end_to_end(tmp_path, monkeypatch):
     }
     assert required <= set(df.columns)
     assert len(df) == len(table)
-    # unknown compositions first with ranks 1..n, the known one (none of Mg-Mn-O's reported ternaries fits 10 atoms) after
+    # unknown compositions first with ranks 1..n, the known one (none of Mg-Mn-O's reported
+    # ternaries fits 10 atoms) after
     unknown = df[~df["known"]]
     assert unknown["rank"].tolist() == list(range(1, len(unknown) + 1))
     assert df["selected"].sum() == 3 and df["selected"].head(3).all()

@@ -41,7 +41,8 @@ KNOWN = {
 
 
 def write_tiny_store(path, formulas: dict[str, int] = KNOWN) -> None:
-    """A store with the given formulas (structures are empty cells: the recommender never reads them)."""
+    """A store with the given formulas (structures are empty cells: the recommender never reads
+    them)."""
     from pymatgen.core import Composition
 
     rows = []
@@ -99,9 +100,9 @@ def test_tensor_construction_on_tiny_fixture():
     # canonical order by electronegativity: Sr/Ca/Li/Na/Mg first, O last
     assert space.elements[-1] == "O"
     assert space.elements.index("Li") < space.elements.index("Fe") < space.elements.index("O")
-    i, j, k, l = space.cell("LiFeO2")
+    i, j, k, r = space.cell("LiFeO2")
     assert (space.elements[i], space.elements[j], space.elements[k]) == ("Li", "Fe", "O")
-    assert tuple(space.ratios[l]) == (1, 1, 2)
+    assert tuple(space.ratios[r]) == (1, 1, 2)
     _, _, _, l5 = space.cell("Li5FeO4")
     assert tuple(space.ratios[l5]) == (5, 1, 4)
     # the same composition written differently lands in the same cell

@@ -44,7 +44,8 @@ def mgo_mp(root):
 
 @pytest.mark.parametrize("model", MODELS)
 def test_sevennet_relaxes_mgo_on_the_mp2020_scale(model, mgo_mp):
-    """Each shipped model relaxes MgO offline; with MP2020 corrections it matches MP (0.05 eV/atom)."""
+    """Each shipped model relaxes MgO offline; with MP2020 corrections it matches MP
+    (0.05 eV/atom)."""
     from pymatgen.io.ase import AseAtomsAdaptor
 
     s, e_mp = mgo_mp

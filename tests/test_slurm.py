@@ -225,7 +225,8 @@ def slurm_cluster():
         started_s = time.monotonic() - t0
         if proc.returncode != 0:
             pytest.fail(
-                f"scripts/slurm-local.sh failed (exit {proc.returncode}):\n{_tail(proc.stdout + proc.stderr)}"
+                f"scripts/slurm-local.sh failed (exit {proc.returncode}):\n"
+                f"{_tail(proc.stdout + proc.stderr)}"
                 f"\n{_log_tails(cluster)}\napt log tail:\n"
                 + _tail(
                     (cluster / "log/apt.log").read_text(errors="replace")
@@ -418,7 +419,11 @@ def _sacct(env: dict, job_ids: list[str]) -> list[dict[str, str]]:
             capture_output=True,
             text=True,
         )
-        rows = [dict(zip(fields, ln.split("|"))) for ln in out.stdout.splitlines() if ln.strip()]
+        rows = [
+            dict(zip(fields, ln.split("|"), strict=False))
+            for ln in out.stdout.splitlines()
+            if ln.strip()
+        ]
         if len(rows) >= len(job_ids) and all(r["State"] == "COMPLETED" for r in rows):
             break
         time.sleep(1)

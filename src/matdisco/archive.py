@@ -101,7 +101,8 @@ def redact_text(text: str, secrets: Mapping[str, str] | None = None) -> str:
 
 _ASSIGN = re.compile(r"(?P<name>[A-Za-z_][A-Za-z0-9_]*)=(?P<value>\"[^\"]*\"|'[^']*'|\S+)")
 _FLAG = re.compile(
-    r"(?P<flag>--?[A-Za-z0-9_-]*(?:key|token|secret|password)[A-Za-z0-9_-]*)(?P<sep>[ =])(?P<value>\S+)",
+    r"(?P<flag>--?[A-Za-z0-9_-]*(?:key|token|secret|password)[A-Za-z0-9_-]*)"
+    r"(?P<sep>[ =])(?P<value>\S+)",
     re.IGNORECASE,
 )
 

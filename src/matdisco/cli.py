@@ -68,7 +68,8 @@ def _archive(args: argparse.Namespace) -> int:
         print(f"archive refused: {err}", file=sys.stderr)
         return 2
     print(
-        f"{dest}: {manifest['n_files']} files, {manifest['total_bytes']} bytes; manifest copy next to it"
+        f"{dest}: {manifest['n_files']} files, {manifest['total_bytes']} bytes; "
+        "manifest copy next to it"
     )
     return 0
 
@@ -132,7 +133,10 @@ def _templates(args: argparse.Namespace) -> int:
     if not cands:
         print(f"error: {summary.get('reason', 'no template found')}", file=sys.stderr)
         return 1
-    header = f"{'rank':>4}  {'template':<14} {'formula':<18} {'distance':>8} {'elmd':>7}  {'method':<12} mapping"
+    header = (
+        f"{'rank':>4}  {'template':<14} {'formula':<18} {'distance':>8} {'elmd':>7}  "
+        f"{'method':<12} mapping"
+    )
     print(header)
     for i, c in enumerate(cands, start=1):
         print(
@@ -217,7 +221,8 @@ def main(argv: list[str] | None = None) -> int:
     p.set_defaults(func=_verify)
     p = sub.add_parser(
         "templates",
-        help="rank template structures (known structures with substituted elements) for one composition",
+        help="rank template structures (known structures with substituted elements) "
+        "for one composition",
     )
     p.add_argument("formula", help="target composition, e.g. MgMn2O4")
     p.add_argument("--top", type=int, default=5, help="number of distinct candidates (default 5)")

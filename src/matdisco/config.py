@@ -98,7 +98,8 @@ def _message(err: jsonschema.ValidationError, root: dict[str, Any]) -> str:
         full = f"{key}.{missing}" if err.absolute_path else missing
         return f"{full}: required key is missing"
     if err.validator == "propertyNames":
-        return f"{key}: key {err.instance!r} is not allowed ({_allowed(err.schema['propertyNames'], root)})"
+        allowed = _allowed(err.schema["propertyNames"], root)
+        return f"{key}: key {err.instance!r} is not allowed ({allowed})"
     return f"{key}: {err.instance!r} is not valid ({_allowed(err.schema, root)})"
 
 

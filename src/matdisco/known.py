@@ -188,7 +188,8 @@ def _safe_reduce(formula: str) -> str:
 def annotate_compositions(
     table: pd.DataFrame, known: KnownCompositions, formula_col: str = "formula"
 ) -> pd.DataFrame:
-    """Add ``known_composition_source`` and set ``novel_composition`` from it (in place, returned)."""
+    """Add ``known_composition_source`` and set ``novel_composition`` from it (in place,
+    returned)."""
     src = [known.source_of(f) for f in table[formula_col].astype(str)]
     table["known_composition_source"] = src
     table["novel_composition"] = [s == "" for s in src]

@@ -84,7 +84,9 @@ POOL_COLUMNS: dict[str, str] = {
     "generator": "generator that proposed the structure (template, wgan_gp, ...)",
     "parent": "template entry id (templates) or '' ",
     "target_formula": "composition the generator was asked for",
-    "novel_composition": "no source knows the reduced formula (matdisco.known: store, ICSD, labels, user file)",
+    "novel_composition": (
+        "no source knows the reduced formula (matdisco.known: store, ICSD, labels, user file)"
+    ),
     "known_composition_source": "sources that know the formula (icsd;store;labels;user), '' = none",
     "novel_structure": "no StructureMatcher match among the known structures of that formula",
     "known_id": "id of the matching known entry ('' when novel_structure)",

@@ -1,4 +1,5 @@
-"""Snakemake shim: Pourbaix decomposition energy of the candidates (see matdisco.screen.pourbaix)."""
+"""Snakemake shim: Pourbaix decomposition energy of the candidates (see
+matdisco.screen.pourbaix)."""
 
 from dataclasses import replace
 

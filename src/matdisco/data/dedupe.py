@@ -2,8 +2,8 @@
 
 Within each reduced-formula group, structures are compared with the shared matcher of
 :mod:`matdisco.core.matching` (pymatgen ``StructureMatcher``, primitive cells, volume scaled,
-space-group pre-filter at ``symprec``, no fingerprint pre-filter). Of each set of matching entries the
-first by (is_experimental desc, formation energy asc, id) is kept and lists the ids of the
+space-group pre-filter at ``symprec``, no fingerprint pre-filter). Of each set of matching entries
+the first by (is_experimental desc, formation energy asc, id) is kept and lists the ids of the
 others in ``duplicate_ids``; the rest are dropped.
 """
 

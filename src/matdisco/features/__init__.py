@@ -1,7 +1,8 @@
 """Composition features: Magpie-style element-property statistics, vectorised.
 
 Each formula is parsed once (:func:`matdisco.core.composition.element_amounts`, the one
-parser of matdisco) into a sparse composition matrix (CSR: row pointer, element index, atomic fraction).
+parser of matdisco) into a sparse composition matrix (CSR: row pointer, element index, atomic
+fraction).
 Every feature is then a handful of NumPy operations over all rows at once:
 
 * element-property statistics from the bundled Magpie table, plus the modified Pettifor

@@ -147,7 +147,8 @@ def featurize_store(
     )
     write_rejects(out_rejects, fs)
     log.info(
-        "%d formulas, %d features, %d rejected; featurised in %.2f s (%.0f formulas/s), stage %.1f s",
+        "%d formulas, %d features, %d rejected; featurised in %.2f s (%.0f formulas/s), "
+        "stage %.1f s",
         len(formulas),
         len(fs.feature_names),
         int((~fs.valid).sum()),

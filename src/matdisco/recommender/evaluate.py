@@ -362,7 +362,8 @@ def _evaluate_split(
             )
             clf_note = (
                 "the classifier was trained on MP E_hull labels that include most held-out "
-                "compositions (their stability is not hidden from it), so its numbers are optimistic"
+                "compositions (their stability is not hidden from it), so its numbers are "
+                "optimistic"
             )
     # separate stream: the intervals do not move the splits or samples drawn after them
     boot_rng = np.random.default_rng([ev.seed, len(hidden_flat), 95])
@@ -437,7 +438,8 @@ def evaluate_recommender(
         "description": (
             "recall@k: expected fraction of held-out known compositions ranked in the top k of all "
             "unknown plus held-out cells (k = fraction of candidates); enrichment = "
-            "recall / (k / N), 1 for uniform random order over all cells. Baselines: popularity (product of element "
+            "recall / (k / N), 1 for uniform random order over all cells. Baselines: "
+            "popularity (product of element "
             "and ratio frequencies of the training cells) and charge_balanced_random (random order "
             "over the charge-balanced candidates first). *_ci95: 95 % bootstrap interval over the "
             f"held-out compounds ({N_BOOTSTRAP} resamples); comparisons: tensor / baseline recall "

@@ -64,7 +64,8 @@ def plot_enrichment(metrics: dict[str, Any], path: str | Path) -> None:
         )
         ax.set_ylabel("enrichment over random order")
         ax.set_title(
-            f"{kind} split: {res['n_hidden_cells']} held-out of {res['n_candidates']:.3g} candidates",
+            f"{kind} split: {res['n_hidden_cells']} held-out of "
+            f"{res['n_candidates']:.3g} candidates",
             fontsize=9,
         )
         ax.legend(fontsize=8)

@@ -152,7 +152,8 @@ class TernarySpace:
         return idx[0][0], idx[1][0], idx[2][0], q
 
     def cells(self, formulas: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
-        """Cells of many formulas: ``(cells (m, 4), positions in formulas (m,))`` of those in the space."""
+        """Cells of many formulas: ``(cells (m, 4), positions in formulas (m,))`` of those in the
+        space."""
         out, pos = [], []
         for p, f in enumerate(formulas):
             c = self.cell(f)
@@ -206,7 +207,8 @@ def known_formulas(entries: pd.DataFrame, known: str = "experimental") -> list[s
 def _sample_unknown(
     space: TernarySpace, exclude_flat: np.ndarray, n: int, rng: np.random.Generator
 ) -> np.ndarray:
-    """Uniform sample (without replacement, sorted) of flat cells not in ``exclude_flat`` (sorted)."""
+    """Uniform sample (without replacement, sorted) of flat cells not in ``exclude_flat``
+    (sorted)."""
     exclude_flat = np.asarray(exclude_flat, dtype=np.int64)
     total = space.n_cells - len(exclude_flat)
     n = int(min(n, total))

@@ -168,7 +168,8 @@ def _top_eigh(gram: np.ndarray, rank: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _leading_left_vectors(y: np.ndarray, rank: int) -> np.ndarray:
-    """Top ``rank`` left singular vectors of ``y`` (via the smaller Gram matrix; zero rows stay 0)."""
+    """Top ``rank`` left singular vectors of ``y`` (via the smaller Gram matrix; zero rows
+    stay 0)."""
     rows = np.flatnonzero(np.any(y != 0, axis=1))
     u = np.zeros((y.shape[0], rank))
     if len(rows) == 0:
@@ -306,7 +307,8 @@ def tucker_hooi(
 
 
 def fit_matrix(space: TernarySpace, cells: np.ndarray, rank: int = 32) -> MatrixModel:
-    """Truncated SVD of the binary (system x ratio) matrix of known cells (Seko's matrix variant)."""
+    """Truncated SVD of the binary (system x ratio) matrix of known cells (Seko's matrix
+    variant)."""
     cells = np.asarray(cells, dtype=np.int64).reshape(-1, 4)
     L = len(space.ratios)
     if len(cells) == 0:

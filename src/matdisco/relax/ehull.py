@@ -74,7 +74,8 @@ def validate_candidates(cand: pd.DataFrame, source: str | Path = "candidates") -
     missing = [c for c in required if c not in cand.columns]
     if missing:
         raise ValueError(
-            f"{source}: candidate table lacks column(s) {missing} (required: {list(CANDIDATE_REQUIRED)})"
+            f"{source}: candidate table lacks column(s) {missing} "
+            f"(required: {list(CANDIDATE_REQUIRED)})"
         )
 
 

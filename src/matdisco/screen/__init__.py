@@ -8,7 +8,8 @@ Public API:
   a fixed potential vs RHE), :func:`~matdisco.screen.pourbaix.screen_pourbaix` (the stage).
 * band gap: :func:`~matdisco.screen.bandgap.train_gap_surrogate`,
   :func:`~matdisco.screen.bandgap.predict_gaps`, :func:`~matdisco.screen.bandgap.hse_estimate`,
-  :func:`~matdisco.screen.bandgap.write_vasp_hse_inputs`, :func:`~matdisco.screen.bandgap.gpaw_pbe_gap`,
+  :func:`~matdisco.screen.bandgap.write_vasp_hse_inputs`,
+  :func:`~matdisco.screen.bandgap.gpaw_pbe_gap`,
   :func:`~matdisco.screen.bandgap.screen_bandgap` (the stage).
 * final table: :func:`~matdisco.screen.final.screen_candidates` (thresholds, pass/fail per
   criterion, CIFs, powder XRD), :func:`~matdisco.screen.final.scale_slug`.

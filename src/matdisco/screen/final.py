@@ -150,7 +150,8 @@ def judge(
 def powder_xrd(
     structure: Any, *, radiation: str = "CuKa", two_theta: tuple[float, float] = (10.0, 80.0)
 ) -> pd.DataFrame:
-    """Simulated powder XRD peaks (pymatgen ``XRDCalculator``): 2θ (deg), intensity (max 100), hkl, d."""
+    """Simulated powder XRD peaks (pymatgen ``XRDCalculator``): 2θ (deg), intensity (max 100),
+    hkl, d."""
     from pymatgen.analysis.diffraction.xrd import XRDCalculator
 
     pat = XRDCalculator(wavelength=radiation).get_pattern(
@@ -186,7 +187,10 @@ def _claims(df: pd.DataFrame) -> list[str]:
         ksrc = str(r.get("known_composition_source", "") or "")
         ksrc = "" if ksrc == "nan" else ksrc
         if not novel_s:
-            text = f"known structure {r.get('known_structure_id', '')} ({r.get('known_structure_source', '')}): not a discovery"
+            text = (
+                f"known structure {r.get('known_structure_id', '')} "
+                f"({r.get('known_structure_source', '')}): not a discovery"
+            )
         elif ksrc:
             text = f"new structure of a known composition (known: {ksrc})"
         else:
@@ -204,44 +208,84 @@ def _column_docs(
     m = gap_mapping or {}
     mapping = f"{m.get('slope', '?')}*PBE + {m.get('intercept', '?')} eV ({m.get('source', '')})"
     return {
-        "rank": "1 = best: fewest failed criteria, then smallest normalised violation, then dG_pbx, then E_hull",
+        "rank": (
+            "1 = best: fewest failed criteria, then smallest normalised violation, then dG_pbx, "
+            "then E_hull"
+        ),
         "id": "candidate id (relax stage)",
         "formula": "reduced formula",
         "composition": "formula of the relaxed cell",
-        "generator": "structure generator that proposed it (gan | template), from the candidate pool",
+        "generator": (
+            "structure generator that proposed it (gan | template), from the candidate pool"
+        ),
         "parent": "template / parent entry id, from the candidate pool",
         "target_formula": "target composition it was generated for (proposals)",
-        "novel_composition": "no source knows the formula (matdisco.known: ICSD, store, labels, user file)",
-        "novel_structure": "no StructureMatcher match with a known structure of that formula (matdisco.known; after relaxation)",
-        "known_composition_source": "sources that know the formula (icsd;store;labels;user); '' = unreported",
-        "known_structure_id": "id of the matching known structure (store entry or reference phase); '' = none",
-        "known_structure_source": "where the match was found: store (as generated) | store (relaxed) | reference (relaxed) | "
-        "reference template stand-in",
-        "e_above_hull_self_consistent": "E_hull, eV/atom, against the reference plus every relaxed candidate",
+        "novel_composition": (
+            "no source knows the formula (matdisco.known: ICSD, store, labels, user file)"
+        ),
+        "novel_structure": (
+            "no StructureMatcher match with a known structure of that formula "
+            "(matdisco.known; after relaxation)"
+        ),
+        "known_composition_source": (
+            "sources that know the formula (icsd;store;labels;user); '' = unreported"
+        ),
+        "known_structure_id": (
+            "id of the matching known structure (store entry or reference phase); '' = none"
+        ),
+        "known_structure_source": (
+            "where the match was found: store (as generated) | store (relaxed) | "
+            "reference (relaxed) | reference template stand-in"
+        ),
+        "e_above_hull_self_consistent": (
+            "E_hull, eV/atom, against the reference plus every relaxed candidate"
+        ),
         "hull_flag": f"'{BELOW_HULL_TEXT}' when E_hull < -tolerance (ehull.below_hull_tolerance)",
-        "claim": "what the row may claim: new structure of a new / known composition, known structure (not a "
-        "discovery), and the below-hull flag",
+        "claim": (
+            "what the row may claim: new structure of a new / known composition, "
+            "known structure (not a discovery), and the below-hull flag"
+        ),
         "relax_status": "relaxation outcome (ok | failed | prescreen_rejected)",
-        f"e_above_hull_{slug}": f"energy above the convex hull, eV/atom, relax backend on scale '{scale}' vs known phases recomputed on the same scale",
+        f"e_above_hull_{slug}": (
+            f"energy above the convex hull, eV/atom, relax backend on scale '{scale}' "
+            "vs known phases recomputed on the same scale"
+        ),
         "ehull_reference": "the reference hull the E_hull was measured against (relax stage)",
         f"hull_decomposition_{slug}": "decomposition products on that hull (relax stage)",
         f"dG_pbx_{slug}": (
-            "Pourbaix decomposition free energy, eV/atom: max over the pH range at the screening potential vs RHE "
-            "(pymatgen PourbaixDiagram, SHE scale, V_SHE = U_RHE - 0.0591 pH) of the energy above the Pourbaix hull; "
-            "MP aqueous ion references + known solids (store formation energies + MP elemental references, "
-            f"MaterialsProjectAqueousCompatibility); candidate placed at its E_hull ({scale}) above the known-solid hull"
+            "Pourbaix decomposition free energy, eV/atom: max over the pH range at the "
+            "screening potential vs RHE "
+            "(pymatgen PourbaixDiagram, SHE scale, V_SHE = U_RHE - 0.0591 pH) of the energy "
+            "above the Pourbaix hull; "
+            "MP aqueous ion references + known solids (store formation energies + MP "
+            "elemental references, "
+            f"MaterialsProjectAqueousCompatibility); candidate placed at its E_hull ({scale}) "
+            "above the known-solid hull"
         ),
         "dG_pbx_ph_at_max": "pH where dG_pbx is reached",
-        "dG_pbx_decomposes_to": "Pourbaix-hull species at that pH (what the candidate would turn into)",
-        "gap_pbe_ml": "PBE band gap, eV: ML SURROGATE (LightGBM ensemble trained on the store's MP PBE gaps), an estimate",
+        "dG_pbx_decomposes_to": (
+            "Pourbaix-hull species at that pH (what the candidate would turn into)"
+        ),
+        "gap_pbe_ml": (
+            "PBE band gap, eV: ML SURROGATE (LightGBM ensemble trained on the store's MP "
+            "PBE gaps), an estimate"
+        ),
         "gap_pbe_ml_std": "standard deviation of gap_pbe_ml over the ensemble members, eV",
         "p_metal_ml": "surrogate probability that the PBE gap is zero (metal)",
-        "gap_hse_est": f"HSE-level band gap ESTIMATE, eV: {mapping} applied to the surrogate members",
+        "gap_hse_est": (
+            f"HSE-level band gap ESTIMATE, eV: {mapping} applied to the surrogate members"
+        ),
         "gap_hse_est_std": "spread of gap_hse_est over the ensemble members, eV",
-        "gap_hse_vasp": "HSE06 band gap from a finished VASP MPHSEBSSet run, eV (vasp_hse method; empty until run)",
+        "gap_hse_vasp": (
+            "HSE06 band gap from a finished VASP MPHSEBSSet run, eV (vasp_hse method; "
+            "empty until run)"
+        ),
         "gap_pbe_gpaw": "PBE band gap from a GPAW single point, eV (gpaw_pbe method)",
         "gap_hse_est_gpaw": f"HSE-level ESTIMATE from gap_pbe_gpaw via {mapping}",
-        "dft_status": "state of the DFT gap path for this candidate (inputs written / done / failed; empty for surrogate)",
+        "dft_status": (
+            "state of the DFT gap path for this candidate (inputs written / done / failed; "
+            "empty for surrogate)"
+        ),
         "gap_for_screen": f"the gap the gap criterion used (bandgap method '{method}'), eV",
         "gap_for_screen_std": "its uncertainty (ensemble spread; empty for DFT values), eV",
         "gap_for_screen_source": "which column gap_for_screen came from",
@@ -253,7 +297,9 @@ def _column_docs(
         "finalist": "passes every criterion (CIF and XRD written)",
         "failed_criteria": "the criteria it fails, with the reason",
         "violation": "sum over criteria of (distance outside the limit / limit); unknown = 1",
-        "spacegroup": "space group of the relaxed structure (spglib, symprec 0.1), finalists / closest only",
+        "spacegroup": (
+            "space group of the relaxed structure (spglib, symprec 0.1), finalists / closest only"
+        ),
         "cif": "CIF file (relative to final/), finalists / closest only",
         "xrd_csv": "simulated powder XRD peaks (relative to final/), finalists / closest only",
     }
@@ -392,7 +438,8 @@ def _plot_best_pourbaix(
     r = have.iloc[0]
     status = "finalist" if bool(r["finalist"]) else "best-ranked, not a finalist"
     title = (
-        f"#{r['rank']} {r['formula']} ({r['id']}, {status})\nΔG_pbx = {float(r[dg_col]):.3f} eV/atom "
+        f"#{r['rank']} {r['formula']} ({r['id']}, {status})\n"
+        f"ΔG_pbx = {float(r[dg_col]):.3f} eV/atom "
         f"at pH {float(r['dG_pbx_ph_at_max']):g}"
     )
     plot_candidate(

@@ -66,7 +66,9 @@ def fixture_candidates(
             "nsites": sel["nsites"].to_numpy(),
             "formation_energy_per_atom": sel["formation_energy_per_atom"].to_numpy(),
             "e_above_hull": sel["store_hull_e_above_hull"].to_numpy(),
-            "e_above_hull_method": "fixture: known store entry, E_hull on the store's formation energies",
+            "e_above_hull_method": (
+                "fixture: known store entry, E_hull on the store's formation energies"
+            ),
             "band_gap": np.nan,  # hidden from the screen: it must predict it
             "energy_scale": "store-hull",
             "status": "ok",

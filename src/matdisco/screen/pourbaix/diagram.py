@@ -23,7 +23,8 @@ PREFAC = 0.0591
 
 
 def she_potential(u_rhe: float, ph: np.ndarray | float) -> np.ndarray | float:
-    """Potential vs SHE (pymatgen's scale) of ``u_rhe`` V vs RHE at ``ph``: ``U_RHE − 0.0591·pH``."""
+    """Potential vs SHE (pymatgen's scale) of ``u_rhe`` V vs RHE at ``ph``:
+    ``U_RHE − 0.0591·pH``."""
     return (
         u_rhe - PREFAC * np.asarray(ph, dtype=float) if np.ndim(ph) else u_rhe - PREFAC * float(ph)
     )

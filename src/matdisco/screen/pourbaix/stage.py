@@ -53,10 +53,14 @@ POURBAIX_COLUMNS = (
 
 def _method_text(settings: ScreenPourbaixSettings, solids_source: str) -> str:
     return (
-        f"max over pH {settings.ph_min:g}-{settings.ph_max:g} at {settings.potential_vs_rhe:g} V vs RHE "
-        f"(V_SHE = U_RHE - {PREFAC}*pH) of the energy above the pymatgen Pourbaix hull; ions from MP aqueous ion "
-        f"references at {settings.ion_concentration:g} M; known solids from {solids_source} formation energies + "
-        "MP elemental references with MaterialsProjectAqueousCompatibility; candidate = known-solid hull + its "
+        f"max over pH {settings.ph_min:g}-{settings.ph_max:g} at "
+        f"{settings.potential_vs_rhe:g} V vs RHE "
+        f"(V_SHE = U_RHE - {PREFAC}*pH) of the energy above the pymatgen Pourbaix hull; "
+        "ions from MP aqueous ion "
+        f"references at {settings.ion_concentration:g} M; known solids from {solids_source} "
+        "formation energies + "
+        "MP elemental references with MaterialsProjectAqueousCompatibility; "
+        "candidate = known-solid hull + its "
         "e_above_hull (relax backend scale)"
     )
 

@@ -110,7 +110,8 @@ def build_aqueous_system(
             kept.append(rec)
         else:
             skipped.append(
-                f"{rec['formula']} (reference solid {rec['data']['RefSolid']} not among the known solids)"
+                f"{rec['formula']} (reference solid {rec['data']['RefSolid']} "
+                "not among the known solids)"
             )
     if skipped:
         log.warning("ions left out of %s: %s", "-".join(els), "; ".join(skipped))
