@@ -12,11 +12,12 @@ named (``;``-joined, in this order):
   (.gz) with a ``formula`` column; the default adds the bundled Bartel et al. (2020) MP formula
   set, which knows e.g. MgMn2O3, absent from the store and the CrabNet labels).
 
-A **structure** is known when pymatgen's ``StructureMatcher`` (primitive cells, volume scaled;
-the pool's ``ltol`` / ``stol`` / ``angle_tol``) matches it with any stored structure of the same
-reduced formula, or with a reference structure built for a known formula that has no stored one
-(:mod:`matdisco.relax.reference`, origin ``template:<parent>``); :func:`match_known_structure`
-says which.
+A **structure** is known when the shared comparison service :mod:`matdisco.core.matching`
+(pymatgen ``StructureMatcher`` on primitive, volume-scaled cells, with the pool's tolerances and
+fingerprint pre-filter, :func:`matdisco.pool.match_settings`) matches it with any stored
+structure of the same reduced formula, or with a reference structure built for a known formula
+that has no stored one (:mod:`matdisco.relax.reference`, origin ``template:<parent>``);
+:func:`match_known_structure` says which.
 """
 
 from __future__ import annotations
@@ -30,6 +31,9 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
+from matdisco.core.matching import MatchSettings, StructureIndex
+from matdisco.settings import PoolSettings
+
 if TYPE_CHECKING:
     from pymatgen.core import Structure
 
@@ -38,7 +42,6 @@ __all__ = [
     "KnownCompositions",
     "reduced_formula",
     "read_formulas_file",
-    "structure_matcher",
     "match_known_structure",
     "store_structures_by_formula",
     "annotate_compositions",
@@ -196,41 +199,49 @@ def annotate_compositions(
     return table
 
 
-def structure_matcher(settings: Mapping[str, Any] | None = None) -> Any:
-    """pymatgen ``StructureMatcher`` with the pool's tolerances (primitive, volume-scaled)."""
-    from pymatgen.analysis.structure_matcher import StructureMatcher
+def _match_settings(match: PoolSettings | Mapping[str, Any] | None) -> MatchSettings:
+    """The pool's comparison tolerances (``pool`` section; a mapping is coerced, None: defaults)."""
+    from matdisco.pool import match_settings
 
-    s = dict(settings or {})
-    return StructureMatcher(
-        ltol=float(s.get("ltol", 0.2)),
-        stol=float(s.get("stol", 0.3)),
-        angle_tol=float(s.get("angle_tol", 5.0)),
-        primitive_cell=True,
-        scale=True,
-        attempt_supercell=False,
+    return match_settings(PoolSettings.coerce(match))
+
+
+def _reference_index(
+    references: Iterable[tuple[str, Structure]], formula: str, settings: MatchSettings
+) -> StructureIndex | None:
+    """Index of the references of one reduced formula (None when there are none)."""
+    refs = [(str(rid), r) for rid, r in references if r.composition.reduced_formula == formula]
+    if not refs:
+        return None
+    return StructureIndex(
+        [r for _, r in refs],
+        settings,
+        ids=[rid for rid, _ in refs],
+        formulas=[formula] * len(refs),
     )
+
+
+def _first_match(index: StructureIndex | None, structure: Structure, formula: str) -> str:
+    if index is None:
+        return ""
+    hit = index.find_matches([structure], formulas=[formula])[0]
+    return "" if hit is None else str(hit)
 
 
 def match_known_structure(
     structure: Structure,
     references: Iterable[tuple[str, Structure]],
-    matcher: Any = None,
+    match: MatchSettings | None = None,
 ) -> str:
-    """Id of the first reference structure that ``matcher`` matches with ``structure`` ('' = none).
+    """Id of the first reference structure that matches ``structure`` ('' = none).
 
-    Only references of the same reduced formula are compared.
+    Only references of the same reduced formula are compared, with the shared comparison
+    service :mod:`matdisco.core.matching` (``match``: tolerances and pre-filters; default: the
+    pool's, :func:`matdisco.pool.match_settings`).
     """
-    matcher = matcher or structure_matcher()
     f = structure.composition.reduced_formula
-    for rid, ref in references:
-        if ref.composition.reduced_formula != f:
-            continue
-        try:
-            if matcher.fit(structure, ref):
-                return str(rid)
-        except Exception as err:  # noqa: BLE001 - a failed comparison is not a match
-            log.debug("StructureMatcher failed on %s: %s", rid, err)
-    return ""
+    settings = match if match is not None else _match_settings(None)
+    return _first_match(_reference_index(references, f, settings), structure, f)
 
 
 def store_structures_by_formula(
@@ -262,7 +273,7 @@ def annotate_structures(
     known: KnownCompositions,
     pool_known_id: Mapping[str, str] | None = None,
     reference: Sequence[tuple[str, str, Structure]] = (),
-    match: Mapping[str, Any] | None = None,
+    match: PoolSettings | Mapping[str, Any] | None = None,
 ) -> pd.DataFrame:
     """Known-ness of relaxed candidates: composition and structure, each with its source.
 
@@ -283,16 +294,18 @@ def annotate_structures(
         known: the known compositions.
         pool_known_id: id -> the pool's ``known_id`` (match as generated).
         reference: (id, origin, relaxed structure) of the reference phases.
-        match: StructureMatcher tolerances.
+        match: the ``pool`` section, whose tolerances and fingerprint pre-filter the
+            comparisons use (a mapping is read with :meth:`PoolSettings.coerce`).
 
     Returns:
         ``table`` with ``known_composition_source``, ``novel_composition``,
         ``known_structure_id``, ``known_structure_source`` and ``novel_structure`` set.
     """
     annotate_compositions(table, known)
-    matcher = structure_matcher(match)
+    settings = _match_settings(match)
     formulas = table["formula"].astype(str).map(_safe_reduce).tolist()
     stored = store_structures_by_formula(store_path, formulas)
+    stored_index: dict[tuple[str, str], StructureIndex | None] = {}
     refs: dict[str, list[tuple[str, str, Structure]]] = {}
     for rid, origin, s in reference:
         refs.setdefault(s.composition.reduced_formula, []).append((rid, origin, s))
@@ -305,11 +318,14 @@ def annotate_structures(
             continue
         hit, src = "", ""
         if s is not None:
-            hit = match_known_structure(s, stored.get(f, []), matcher)
+            fs = s.composition.reduced_formula  # compared with references of this formula
+            if (f, fs) not in stored_index:
+                stored_index[f, fs] = _reference_index(stored.get(f, []), fs, settings)
+            hit = _first_match(stored_index[f, fs], s, fs)
             src = "store (relaxed)" if hit else ""
             if not hit:
                 for rid, origin, r in refs.get(f, []):
-                    if match_known_structure(s, [(rid, r)], matcher):
+                    if match_known_structure(s, [(rid, r)], settings):
                         hit = rid
                         src = (
                             "reference template stand-in"

@@ -35,11 +35,8 @@ from __future__ import annotations
 import json
 import logging
 import time
-import warnings
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import asdict
-from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +44,8 @@ import numpy as np
 import pandas as pd
 
 # MatchSettings, StructureComparer and neighbour_stats are re-exported for existing importers
+# charge_neutral lives in matdisco.core.composition (re-exported: tests, older importers)
+from matdisco.core.composition import charge_neutral
 from matdisco.core.matching import (
     MatchSettings,
     StructureComparer,
@@ -55,6 +54,7 @@ from matdisco.core.matching import (
     neighbour_stats,
     reduced_formulas,
 )
+from matdisco.settings import PoolSettings
 from matdisco.store import (
     StructureArrays,
     atomic_write,
@@ -72,6 +72,7 @@ __all__ = [
     "fill_entry_columns",
     "flag_candidates",
     "load_candidates",
+    "match_settings",
     "neighbour_stats",
     "pool_metrics",
     "write_cifs",
@@ -97,47 +98,18 @@ POOL_COLUMNS: dict[str, str] = {
 }
 
 
-# --------------------------------------------------------------------------------------
-# composition checks
-# --------------------------------------------------------------------------------------
+def match_settings(settings: PoolSettings) -> MatchSettings:
+    """The structure-comparison tolerances of the ``pool`` section (the one place they are built).
 
-
-@cache
-def charge_neutral(formula: str, method: str = "smact") -> bool:
-    """Whether a composition admits a charge-neutral set of oxidation states.
-
-    Args:
-        formula: a formula pymatgen can parse.
-        method: ``smact`` (SMACT's ``smact_validity`` with its default ICSD-derived
-            oxidation states, mixed valence allowed (Mn3O4, Fe3O4 are neutral; CDVAE's
-            check does not allow it), no Pauling electronegativity test; single elements and
-            all-metal compositions count as neutral) or ``pymatgen`` (at least one
-            ``Composition.oxi_state_guesses`` solution).
-
-    Returns:
-        True when a neutral assignment exists.
+    Used by the pool (dedupe, novelty), :mod:`matdisco.known` and the template generator
+    (distinct candidates); no space-group pre-filter (``symprec`` None).
     """
-    from pymatgen.core import Composition
-
-    comp = Composition(formula)
-    if len(comp.elements) == 1:
-        return True
-    if method == "smact":
-        from smact.screening import smact_validity
-
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            try:
-                ok = smact_validity(
-                    comp, use_pauling_test=False, include_alloys=True, mixed_valence=True
-                )
-                return bool(ok)
-            except Exception:  # noqa: BLE001 - elements SMACT does not know
-                pass
-    try:
-        return len(comp.oxi_state_guesses(max_sites=-50)) > 0
-    except Exception:  # noqa: BLE001
-        return False
+    return MatchSettings(
+        ltol=settings.ltol,
+        stol=settings.stol,
+        angle_tol=settings.angle_tol,
+        fingerprint_tol=settings.fingerprint_tol,
+    )
 
 
 # --------------------------------------------------------------------------------------
@@ -383,7 +355,7 @@ def build_pool(
     out_csv: str | Path,
     out_metrics: str | Path,
     out_cif_dir: str | Path | None = None,
-    settings: dict[str, Any] | None = None,
+    settings: PoolSettings | Mapping[str, Any] | None = None,
     workers: int = 1,
     known: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
@@ -396,8 +368,8 @@ def build_pool(
         out_csv: the same table without structures.
         out_metrics: JSON with per-generator validity / uniqueness / novelty rates.
         out_cif_dir: folder for one CIF per pool row (``<id>.cif``); None writes none.
-        settings: the ``pool`` config section (ltol, stol, angle_tol, fingerprint_tol,
-            min_distance, charge_method, drop_invalid, drop_known, write_cifs).
+        settings: the ``pool`` section (a mapping is read with :meth:`PoolSettings.coerce`;
+            None: defaults).
         workers: processes for the structure comparisons.
         known: the ``known`` config section (:mod:`matdisco.known`: sources of known
             compositions; sets ``novel_composition`` and ``known_composition_source``).
@@ -405,9 +377,9 @@ def build_pool(
     Returns:
         The metrics dictionary (also written to ``out_metrics``).
     """
-    settings = dict(settings or {})
+    settings = PoolSettings.coerce(settings)
     known_cfg = dict(known or {})  # `known` is reused below for the store's entries
-    match = MatchSettings.from_config(settings)
+    match = match_settings(settings)
     t0 = time.perf_counter()
     table, arrays = load_candidates(candidate_paths)
     known = read_entries(store_path, ["id", "formula"])
@@ -418,8 +390,8 @@ def build_pool(
         known,
         known_arrays,
         settings=match,
-        min_distance=float(settings.get("min_distance", 0.5)),
-        charge_method=str(settings.get("charge_method", "smact")),
+        min_distance=settings.min_distance,
+        charge_method=settings.charge_method,
         workers=workers,
     )
     # novel_composition: the one definition of known (matdisco.known), with its source
@@ -442,11 +414,11 @@ def build_pool(
         ";".join(x for x in (a, b) if x) for a, b in zip(prior, extra, strict=True)
     ]
     dropped = {"duplicates": int((~keep).sum())}
-    if settings.get("drop_invalid"):
+    if settings.drop_invalid:
         bad = ~(pool["valid"] & pool["charge_neutral"])
         dropped["invalid"] = int(bad.sum())
         pool = pool.loc[~bad]
-    if settings.get("drop_known"):
+    if settings.drop_known:
         known_rows = ~pool["novel_structure"]
         dropped["known"] = int(known_rows.sum())
         pool = pool.loc[~known_rows]
@@ -462,20 +434,20 @@ def build_pool(
         provenance={
             "candidate_files": [str(p) for p in candidate_paths],
             "store": str(store_path),
-            "settings": settings,
+            "settings": settings.to_dict(),
             "summary": summary,
         },
     )
     with atomic_write(out_csv, suffix=".csv") as tmp:
         pool.to_csv(tmp, index=False)
     if out_cif_dir is not None:  # the folder always exists; empty when write_cifs is false
-        ids = pool["id"].tolist() if settings.get("write_cifs", True) else []
+        ids = pool["id"].tolist() if settings.write_cifs else []
         write_cifs(ids, pool_arrays.take(np.arange(len(ids))), out_cif_dir)
     metrics.update(
         {
             "pool_size": len(pool),
             "dropped": dropped,
-            "settings": {**asdict(match), "min_distance": float(settings.get("min_distance", 0.5))},
+            "settings": {**match.as_dict(), "min_distance": settings.min_distance},
             "timing": {**summary, "seconds_build_pool": round(time.perf_counter() - t0, 3)},
         }
     )

@@ -1,8 +1,9 @@
 """Snakemake shim: template-based structure prediction (see matdisco.generate.templates)."""
 
 from matdisco.generate.targets import target_compositions
-from matdisco.generate.templates import generate_templates
+from matdisco.generate.templates.stage import generate_templates
 from matdisco.logutil import log_to
+from matdisco.settings import PoolSettings, TemplateSettings
 
 with log_to(snakemake.log[0]):
     gen = snakemake.params.generate
@@ -15,7 +16,7 @@ with log_to(snakemake.log[0]):
         targets,
         out_store=snakemake.output.candidates,
         out_summary=snakemake.output.summary,
-        settings=snakemake.params.templates,
-        match=snakemake.params.match,
+        settings=TemplateSettings.from_config(snakemake.params.templates),
+        match=PoolSettings.from_config(snakemake.params.match),
         oxidation_states=snakemake.params.oxidation_states,
     )

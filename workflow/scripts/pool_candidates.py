@@ -2,9 +2,9 @@
 
 from matdisco.logutil import log_to
 from matdisco.pool import build_pool
+from matdisco.settings import PoolSettings
 
 with log_to(snakemake.log[0]):
-    settings = dict(snakemake.params.settings)
     build_pool(
         list(snakemake.input.candidates),
         snakemake.input.store,
@@ -12,7 +12,7 @@ with log_to(snakemake.log[0]):
         out_csv=snakemake.output.table,
         out_metrics=snakemake.output.metrics,
         out_cif_dir=snakemake.output.cifs,
-        settings=settings,
+        settings=PoolSettings.from_config(snakemake.params.settings),
         workers=snakemake.threads,
         known=snakemake.params.known,
     )
