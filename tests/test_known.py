@@ -277,3 +277,17 @@ def test_formulas_files_gz_and_list(tmp_path, root):
         kc.source_of("Mg2MnO4") == "user" and kc.source_of("MgMn2O3") == "user"
     )  # Bartel knows it
     assert kc.source_of("Mg8MnO10") == ""
+
+
+def test_match_known_structure_uses_the_pool_tolerances():
+    from matdisco.core.matching import MatchSettings
+    from matdisco.known import match_known_structure
+
+    s = _cubic("Mg", 3.0)
+    strained = _cubic("Mg", 3.0)
+    strained.apply_strain([0.1, 0.0, 0.0])  # 10% along a: within ltol 0.2, not within 0.05
+    refs = [("other", _cubic("Mn", 3.0)), ("mg", s)]
+    assert match_known_structure(strained, refs) == "mg"
+    tight = MatchSettings(ltol=0.05, stol=0.3, angle_tol=5.0, fingerprint_tol=None)
+    assert match_known_structure(strained, refs, tight) == ""
+    assert match_known_structure(_cubic("Mn", 3.0), [("mg", s)]) == ""

@@ -313,3 +313,15 @@ def test_pool_metrics_definitions():
         1 / 3, abs=1e-4
     )
     assert m["h"]["pool_share"] == 0.0 and m["h"]["composition_validity"] == 0.0
+
+
+def test_match_settings_are_built_from_the_pool_section():
+    from matdisco.core.composition import charge_neutral as core_charge_neutral
+    from matdisco.core.matching import MatchSettings
+    from matdisco.pool import match_settings
+    from matdisco.settings import PoolSettings
+
+    ms = match_settings(PoolSettings.from_config({"ltol": 0.3, "fingerprint_tol": 0.2}))
+    assert ms == MatchSettings(ltol=0.3, stol=0.3, angle_tol=5.0, fingerprint_tol=0.2)
+    assert ms.symprec is None  # the pool uses no space-group pre-filter
+    assert charge_neutral is core_charge_neutral  # one implementation

@@ -300,3 +300,19 @@ def test_cli_templates_errors(tmp_path, capsys, monkeypatch):
     assert "results/default/data/entries.h5" in err and "--store" in err
     assert cli_main(["templates", "Ba(FeAs", "--store", "x.h5"]) == 2
     assert "Ba(FeAs" in capsys.readouterr().err
+
+
+def test_settings_are_the_typed_section_and_bad_values_fail(tmp_path):
+    from matdisco.settings import SettingsError
+    from matdisco.settings import TemplateSettings as Typed
+
+    assert TemplateSettings is Typed  # the package re-exports the one typed class
+    store = tmp_path / "s.h5"
+    _store(store, [_perovskite("Sr", "Ti")])
+    typed = TemplateLibrary.from_store(store, Typed(top_k=2))
+    mapped = TemplateLibrary.from_store(store, {"top_k": 2})  # a mapping is coerced
+    assert mapped.settings == typed.settings
+    with pytest.raises(SettingsError, match="volume_rule"):
+        TemplateLibrary.from_store(store, {"volume_rule": "bad"})
+    with pytest.raises(ValueError, match="templates.volume_rule"):
+        TemplateLibrary.from_store(store, Typed(volume_rule="bad"))

@@ -79,6 +79,11 @@ class TemplateLibrary(SubstitutionRules):
         oxidation_states: dict[str, Sequence[int]] | None = None,
     ) -> None:
         self.settings = TemplateSettings.coerce(settings)
+        if self.settings.volume_rule not in {"element_volumes", "ionic_radii", "template"}:
+            raise ValueError(
+                f"templates.volume_rule {self.settings.volume_rule!r}: use element_volumes, "
+                "ionic_radii or template"
+            )
         self.entries = entries.reset_index(drop=True)
         self.arrays = arrays
         self.oxidation_states = {k: list(v) for k, v in (oxidation_states or {}).items()}
