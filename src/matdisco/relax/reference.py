@@ -22,15 +22,16 @@ from __future__ import annotations
 import json
 import logging
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 
-from matdisco.relax.optimize import RelaxResult, RelaxSettings
+from matdisco.relax.optimize import RelaxResult, optimizer_settings
 from matdisco.relax.shards import ProgressFile, content_hash, process_structures, write_records
+from matdisco.settings import EHullReferenceSettings, RelaxPrescreenSettings, RelaxSettings
 from matdisco.store import atomic_write, read_entries, read_structure_arrays
 
 if TYPE_CHECKING:
@@ -333,9 +334,9 @@ def compute_reference(
     *,
     elements: Sequence[str],
     backend: str,
-    backend_options: dict[str, Any] | None = None,
-    relax: dict[str, Any] | None = None,
-    reference: dict[str, Any] | None = None,
+    backend_options: Mapping[str, Any] | None = None,
+    relax: RelaxSettings | Mapping[str, Any] | None = None,
+    reference: EHullReferenceSettings | Mapping[str, Any] | None = None,
     threads: int = 1,
     backend_obj: Backend | None = None,
     templates: dict[str, Any] | None = None,
@@ -347,7 +348,7 @@ def compute_reference(
 
     Known formulas without a stored structure (:func:`missing_known_phases`, e.g. from the
     label table) get a template stand-in (:func:`template_phases`, at most
-    ``reference["max_template_phases"]``), relaxed like the stored phases; their ``origin`` says
+    ``reference.max_template_phases``), relaxed like the stored phases; their ``origin`` says
     so. VASP uses no template phases (its reference is MP's energies).
 
     For ``backend == "vasp"`` nothing is computed: see :func:`vasp_reference`.
@@ -360,9 +361,11 @@ def compute_reference(
         elements: the target chemical system.
         backend: backend name.
         backend_options: ``relax.<backend>``.
-        relax: the ``relax`` section (optimiser settings reused for the phases).
-        reference: ``ehull.reference`` (``mode`` relax|static, ``max_e_above_hull``, ``max_sites``,
-            and for VASP ``elemental_references``).
+        relax: the ``relax`` settings (optimiser settings reused for the phases; a mapping is
+            read by :meth:`RelaxSettings.coerce`).
+        reference: ``ehull.reference`` settings (``mode`` relax|static, ``max_e_above_hull``,
+            ``max_sites``, and for VASP ``elemental_references``; a mapping is read by
+            :meth:`EHullReferenceSettings.coerce`).
         threads: torch threads (BLAS always uses one).
         backend_obj: an already created backend (tests, benchmarks).
         templates: the ``templates`` config section (template phases).
@@ -372,30 +375,30 @@ def compute_reference(
     """
     from matdisco.relax.backends import get_backend
 
-    reference = dict(reference or {})
-    relax = dict(relax or {})
+    reference = EHullReferenceSettings.coerce(reference)
+    settings = RelaxSettings.coerce(relax)
     sel = select_reference(
         store_path,
         elements,
-        max_e_above_hull=reference.get("max_e_above_hull", 0.1),
-        max_sites=reference.get("max_sites"),
-        include_label_phases=bool(reference.get("include_label_phases", True)),
+        max_e_above_hull=reference.max_e_above_hull,
+        max_sites=reference.max_sites,
+        include_label_phases=reference.include_label_phases,
     )
     sel["origin"] = "store"
     sel["label_e_above_hull"] = sel["e_above_hull"] if "e_above_hull" in sel.columns else np.nan
     if backend == "vasp":
-        ref = vasp_reference(store_path, sel, elements, reference.get("elemental_references"))
+        ref = vasp_reference(store_path, sel, elements, reference.elemental_references)
         write_records(out_jsonl, [], {"backend": "vasp", "mode": "store", "n": len(ref)})
         _write_csv(out_csv, ref)
         return ref
     arrays = read_structure_arrays(store_path, sel.index.to_numpy())
     structures = arrays.structures()
-    n_tpl = reference.get("max_template_phases", 8)
+    n_tpl = reference.max_template_phases
     if n_tpl:
         missing = missing_known_phases(
             store_path,
             elements,
-            max_e_above_hull=reference.get("max_e_above_hull", 0.1),
+            max_e_above_hull=reference.max_e_above_hull,
             known=known,
         )
         tpl, tpl_structs = template_phases(
@@ -405,7 +408,7 @@ def compute_reference(
             templates=templates,
             oxidation_states=oxidation_states,
             match=match,
-            max_sites=reference.get("max_sites"),
+            max_sites=reference.max_sites,
         )
         if len(tpl):
             from matdisco.store import StructureArrays
@@ -416,10 +419,9 @@ def compute_reference(
             arrays = StructureArrays.from_structures(structures)
     ids = sel["id"].astype(str).tolist()
     be = backend_obj or get_backend(backend, backend_options, threads=threads)
-    mode = reference.get("mode", "relax")
-    settings = RelaxSettings.from_config(relax)
+    mode = reference.mode
     fingerprint = content_hash(
-        ids, arrays, {"backend": be.describe(), "relax": settings.__dict__, "mode": mode}
+        ids, arrays, {"backend": be.describe(), "relax": optimizer_settings(settings), "mode": mode}
     )
     progress = ProgressFile(progress_path, fingerprint)
     try:
@@ -432,8 +434,8 @@ def compute_reference(
                 be,
                 settings,
                 progress,
-                batched=bool(relax.get("batched", True)),
-                max_batch=int(relax.get("max_batch", 64)),
+                batched=settings.batched,
+                max_batch=settings.max_batch,
             )
     finally:
         progress.close()
@@ -462,7 +464,12 @@ def compute_reference(
     write_records(
         out_jsonl,
         results,
-        {**be.describe(), "mode": mode, "elements": list(elements), "reference": reference},
+        {
+            **be.describe(),
+            "mode": mode,
+            "elements": list(elements),
+            "reference": reference.to_dict(),
+        },
     )
     _write_csv(out_csv, ref)
     failed = ref[ref["status"] != "ok"]
@@ -638,16 +645,19 @@ def load_reference(path: str | Path) -> pd.DataFrame:
 
 
 def hull_screen(
-    reference_path: str | Path, energy_scale: str, cfg: dict[str, Any]
+    reference_path: str | Path,
+    energy_scale: str,
+    cfg: RelaxPrescreenSettings | Mapping[str, Any] | None = None,
 ) -> tuple[Callable[..., list[str]], Callable[..., str] | None]:
     """Pre-screen and early-stop functions against the reference hull.
 
     Args:
         reference_path: reference table (CSV).
         energy_scale: the backend's scale; must equal the reference's.
-        cfg: ``relax.prescreen``: ``max_e_above_hull`` (unrelaxed single point, eV/atom; None
-            rejects nothing), ``early_stop_e_above_hull`` and ``early_stop_after_steps`` (None =
-            no early stop).
+        cfg: ``relax.prescreen`` settings (a mapping is read by
+            :meth:`RelaxPrescreenSettings.coerce`): ``max_e_above_hull`` (unrelaxed single point,
+            eV/atom; None rejects nothing), ``early_stop_e_above_hull`` and
+            ``early_stop_after_steps`` (None = no early stop).
 
     Returns:
         ``(prescreen, early_stop)`` callables for :func:`~matdisco.relax.shards.process_structures`.
@@ -670,7 +680,8 @@ def hull_screen(
             return float("nan")
         return pdg.get_e_above_hull(PDEntry(comp, e_pa * comp.num_atoms), allow_negative=True)
 
-    thr = cfg.get("max_e_above_hull")  # None: record the unrelaxed E_hull, reject nothing
+    cfg = RelaxPrescreenSettings.coerce(cfg)
+    thr = cfg.max_e_above_hull  # None: record the unrelaxed E_hull, reject nothing
 
     def prescreen(ids: list[str], structures: list[Any], e_pa: list[float]) -> list[str]:
         out = []
@@ -683,8 +694,8 @@ def hull_screen(
             out.append(f"pre-screen: unrelaxed E_hull {eh:.3f} > {thr:g} eV/atom" if bad else "")
         return out
 
-    after = cfg.get("early_stop_after_steps")
-    e_thr = cfg.get("early_stop_e_above_hull")
+    after = cfg.early_stop_after_steps
+    e_thr = cfg.early_stop_e_above_hull
     if after is None or e_thr is None:
         return prescreen, None
 
