@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -27,25 +28,13 @@ import numpy as np
 import pandas as pd
 
 from matdisco.relax.claims import BELOW_HULL_TEXT
+from matdisco.settings import ScreenSettings, ScreenThresholdsSettings
 from matdisco.store import atomic_write
 
-__all__ = ["SCREEN_DEFAULTS", "scale_slug", "judge", "powder_xrd", "screen_candidates"]
+__all__ = ["scale_slug", "judge", "powder_xrd", "screen_candidates"]
 
 
 log = logging.getLogger(__name__)
-
-#: defaults of the ``screen`` config section parts used here
-SCREEN_DEFAULTS: dict[str, Any] = {
-    "thresholds": {"e_above_hull_max": 0.080, "dG_pbx_max": 0.59, "gap_min": 1.6, "gap_max": 3.0},
-    "n_best": 20,
-    "n_fallback_structures": 3,
-    "xrd": {
-        "radiation": "CuKa",
-        "two_theta_min": 10.0,
-        "two_theta_max": 80.0,
-        "max_structures": 10,
-    },
-}
 
 
 def scale_slug(energy_scale: str) -> str:
@@ -79,35 +68,42 @@ def _gap_for_screen(df: pd.DataFrame, method: str) -> tuple[np.ndarray, np.ndarr
 
 
 def judge(
-    df: pd.DataFrame, thresholds: dict[str, float], *, eh_col: str, dg_col: str, gap_col: str
+    df: pd.DataFrame,
+    thresholds: ScreenThresholdsSettings | Mapping[str, float] | None,
+    *,
+    eh_col: str,
+    dg_col: str,
+    gap_col: str,
 ) -> pd.DataFrame:
     """Pass/fail per criterion, count, violation score and rank (1 = best).
 
     Args:
         df: one row per candidate with the three value columns.
-        thresholds: ``e_above_hull_max``, ``dG_pbx_max`` (eV/atom), ``gap_min``, ``gap_max`` (eV).
+        thresholds: ``screen.thresholds``: ``e_above_hull_max``, ``dG_pbx_max`` (eV/atom),
+            ``gap_min``, ``gap_max`` (eV); a mapping is read by
+            :meth:`ScreenThresholdsSettings.coerce` (missing keys: the schema defaults).
         eh_col, dg_col, gap_col: the value columns.
 
     Returns:
         ``df`` with ``pass_e_above_hull``, ``pass_dG_pbx``, ``pass_gap``, ``n_criteria_passed``,
         ``passes_all``, ``failed_criteria``, ``violation`` and ``rank`` added, sorted by rank.
     """
-    t = {**SCREEN_DEFAULTS["thresholds"], **thresholds}
+    t = ScreenThresholdsSettings.coerce(thresholds)
     out = df.copy()
     eh = out[eh_col].to_numpy(dtype=float)
     dg = out[dg_col].to_numpy(dtype=float)
     gap = out[gap_col].to_numpy(dtype=float)
-    lo, hi = float(t["gap_min"]), float(t["gap_max"])
+    lo, hi = t.gap_min, t.gap_max
     width = max(hi - lo, 1e-9)
     checks = {
         "e_above_hull": (
-            eh <= t["e_above_hull_max"] + 1e-12,
-            np.maximum(eh - t["e_above_hull_max"], 0) / max(t["e_above_hull_max"], 1e-3),
+            eh <= t.e_above_hull_max + 1e-12,
+            np.maximum(eh - t.e_above_hull_max, 0) / max(t.e_above_hull_max, 1e-3),
             eh,
         ),
         "dG_pbx": (
-            dg <= t["dG_pbx_max"] + 1e-12,
-            np.maximum(dg - t["dG_pbx_max"], 0) / max(t["dG_pbx_max"], 1e-3),
+            dg <= t.dG_pbx_max + 1e-12,
+            np.maximum(dg - t.dG_pbx_max, 0) / max(t.dG_pbx_max, 1e-3),
             dg,
         ),
         "gap": (
@@ -119,8 +115,8 @@ def judge(
     violation = np.zeros(len(out))
     failed: list[list[str]] = [[] for _ in range(len(out))]
     labels = {
-        "e_above_hull": f"E_hull > {t['e_above_hull_max']:g} eV/atom",
-        "dG_pbx": f"dG_pbx > {t['dG_pbx_max']:g} eV/atom",
+        "e_above_hull": f"E_hull > {t.e_above_hull_max:g} eV/atom",
+        "dG_pbx": f"dG_pbx > {t.dG_pbx_max:g} eV/atom",
         "gap": f"gap outside {lo:g}-{hi:g} eV",
     }
     for name, (ok, excess, val) in checks.items():
@@ -462,7 +458,7 @@ def screen_candidates(
     pourbaix_csv: str | Path,
     bandgap_csv: str | Path,
     bandgap_metrics: str | Path | None,
-    settings: dict[str, Any],
+    settings: ScreenSettings | Mapping[str, Any] | None,
     method: str,
     out_csv: str | Path,
     out_all: str | Path,
@@ -482,7 +478,9 @@ def screen_candidates(
         pourbaix_csv: output of the pourbaix stage.
         bandgap_csv: output of the bandgap stage.
         bandgap_metrics: its metrics JSON (for the mapping text); optional.
-        settings: the ``screen`` config section (thresholds, n_best, xrd, ...).
+        settings: the ``screen`` settings (thresholds, n_best, xrd, include_known_structures,
+            ...); a mapping (the config section or a part of it) is read by
+            :meth:`ScreenSettings.coerce`.
         method: ``screen.bandgap_method``.
         out_csv: the final table: finalists and best-ranked others (at most ``n_best`` rows
             unless more pass).
@@ -501,9 +499,9 @@ def screen_candidates(
 
     from matdisco.store import read_entries, read_structure_arrays
 
-    s = {**SCREEN_DEFAULTS, **settings}
-    th = {**SCREEN_DEFAULTS["thresholds"], **(s.get("thresholds") or {})}
-    xrd = {**SCREEN_DEFAULTS["xrd"], **(s.get("xrd") or {})}
+    s = ScreenSettings.coerce(settings)
+    th = s.thresholds.to_dict()  # plain floats for the column docs, plot and summary JSON
+    xrd = s.xrd
     cand = read_entries(candidates)
     scales = sorted(set(cand.get("energy_scale", pd.Series(dtype=str)).astype(str)) - {"", "nan"})
     scale = scales[0] if len(scales) == 1 else ("+".join(scales) if scales else "")
@@ -543,7 +541,7 @@ def screen_candidates(
     judged = judge(df, th, eh_col=eh_col, dg_col=dg_col, gap_col="gap_for_screen")
     judged["finalist"] = judged["passes_all"]
     # generated means generated: a known structure is flagged, not a finalist (unless configured)
-    if "novel_structure" in judged.columns and not s.get("include_known_structures", False):
+    if "novel_structure" in judged.columns and not s.include_known_structures:
         judged["finalist"] &= judged["novel_structure"].fillna(True).astype(bool)
     judged["claim"] = _claims(judged)
     n_final = int(judged["finalist"].sum())
@@ -553,10 +551,10 @@ def screen_candidates(
         note = "no candidates reached the screen (the candidates file is empty)"
         log.warning("screen: %s", note)
     elif n_final:
-        picked = judged.index[judged["finalist"]][: int(xrd["max_structures"])]
+        picked = judged.index[judged["finalist"]][: xrd.max_structures]
         note = f"{n_final} finalists pass every criterion"
     else:
-        picked = judged.index[: min(int(s["n_fallback_structures"]), len(judged))]
+        picked = judged.index[: min(s.n_fallback_structures, len(judged))]
         note = (
             f"no candidate passes every criterion: structures of the {len(picked)} best-ranked "
             "(closest) candidates, NOT finalists"
@@ -584,8 +582,8 @@ def screen_candidates(
                 CifWriter(st).write_file(cif_dir / f"{name}.cif")
             pat = powder_xrd(
                 st,
-                radiation=str(xrd["radiation"]),
-                two_theta=(float(xrd["two_theta_min"]), float(xrd["two_theta_max"])),
+                radiation=xrd.radiation,
+                two_theta=(xrd.two_theta_min, xrd.two_theta_max),
             )
             with atomic_write(xrd_dir / f"{name}.csv") as tmp:
                 pat.to_csv(tmp, index=False)
@@ -608,7 +606,7 @@ def screen_candidates(
     ]
     cols = front + [c for c in judged.columns if c not in front]
     judged = judged[cols]
-    n_rows = max(n_final, min(int(s["n_best"]), len(judged)))
+    n_rows = max(n_final, min(s.n_best, len(judged)))
     with atomic_write(out_all) as tmp:
         judged.to_csv(tmp, index=False)
     with atomic_write(out_csv) as tmp:
@@ -626,9 +624,9 @@ def screen_candidates(
     _plot_xrd(
         out_xrd_plot,
         patterns,
-        str(xrd["radiation"]),
+        xrd.radiation,
         note,
-        (float(xrd["two_theta_min"]), float(xrd["two_theta_max"])),
+        (xrd.two_theta_min, xrd.two_theta_max),
     )
     _plot_best_pourbaix(out_pourbaix_plot, judged, candidates, eh_col, dg_col, pourbaix_settings)
     summary = {
