@@ -106,6 +106,20 @@ def test_get_backend_errors():
             get_backend("sevennet")
 
 
+def test_backend_options_are_typed():
+    """relax.<backend> options are read as the typed section: a bad key fails, naming it."""
+    from matdisco.settings import SettingsError
+
+    with pytest.raises(SettingsError, match=r"relax\.chgnet\.nonsense: unknown key"):
+        get_backend("chgnet", {"nonsense": 1})
+    with pytest.raises(SettingsError, match=r"relax\.chgnet\.batch_size"):
+        get_backend("chgnet", {"batch_size": "many"})
+    with pytest.raises(ValueError, match="'emt' takes no options"):
+        get_backend("emt", {"delay_s": 0.1})  # a test keyword, not a config key
+    be = get_backend("emt", delay_s=0.25)
+    assert be.delay_s == 0.25 and be.describe()["delay_s"] == 0.25
+
+
 def test_mp2020_correction_spinel():
     """SevenNet/VASP-style raw energies get MP2020's oxide + Mn GGA/GGA+U corrections."""
     from matdisco.relax.backends import mp2020_correction, mp_parameters
@@ -233,7 +247,7 @@ def test_exploding_timeout_and_non_convergence():
     # per-structure timeout
     res = relax_batch(
         items,
-        EMTBackend(options={"delay_s": 0.01}),
+        EMTBackend(delay_s=0.01),
         RelaxSettings(fmax=1e-6, steps=10_000, timeout_s=0.05),
     )
     assert all(r.status == "failed" and r.reason.startswith("timeout") for r in res)
@@ -306,9 +320,10 @@ def test_progress_file_drops_partial_lines_and_stale_progress(tmp_path):
 _KILL_SCRIPT = textwrap.dedent(
     """
     import sys
+    from matdisco.relax.backends import EMTBackend
     from matdisco.relax.shards import run_shard
     shard, out, progress, batched = sys.argv[1:5]
-    run_shard(shard, out, progress, backend="emt", backend_options={"delay_s": 0.1},
+    run_shard(shard, out, progress, backend="emt", backend_obj=EMTBackend(delay_s=0.1),
               relax={"fmax": 0.02, "steps": 300, "rattle": 0.03, "batched": batched == "1"})
     """
 )
@@ -366,7 +381,7 @@ def test_kill_9_and_rerun_gives_exactly_one_result_each(tmp_path, batched):
         out,
         progress,
         backend="emt",
-        backend_options={"delay_s": 0.1},
+        backend_obj=EMTBackend(delay_s=0.1),
         relax={"fmax": 0.02, "steps": 300, "rattle": 0.03, "batched": batched},
     )
     _, results = read_records(out)

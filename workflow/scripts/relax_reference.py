@@ -12,6 +12,7 @@ for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
 
 from matdisco.logutil import log_to  # noqa: E402
 from matdisco.relax.reference import compute_reference  # noqa: E402
+from matdisco.settings import EHullReferenceSettings, RelaxSettings  # noqa: E402
 
 with log_to(snakemake.log[0]):
     compute_reference(
@@ -22,8 +23,8 @@ with log_to(snakemake.log[0]):
         elements=snakemake.params.elements,
         backend=snakemake.params.backend,
         backend_options=snakemake.params.backend_options,
-        relax=snakemake.params.relax,
-        reference=snakemake.params.reference,
+        relax=RelaxSettings.from_config(snakemake.params.relax),
+        reference=EHullReferenceSettings.from_config(snakemake.params.reference),
         threads=snakemake.threads,
         templates=snakemake.params.templates,
         oxidation_states=snakemake.params.oxidation_states,

@@ -13,6 +13,7 @@ for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
 
 from matdisco.logutil import log_to  # noqa: E402
 from matdisco.relax.shards import run_shard  # noqa: E402
+from matdisco.settings import RelaxPrescreenSettings, RelaxSettings  # noqa: E402
 
 with log_to(snakemake.log[0]):
     run_shard(
@@ -21,8 +22,8 @@ with log_to(snakemake.log[0]):
         snakemake.params.progress,
         backend=snakemake.params.backend,
         backend_options=snakemake.params.backend_options,
-        relax=snakemake.params.relax,
-        prescreen=snakemake.params.prescreen,
+        relax=RelaxSettings.from_config(snakemake.params.relax),
+        prescreen=RelaxPrescreenSettings.from_config(snakemake.params.prescreen),
         # an empty input (pre-screen off) means no reference
         reference_path=str(snakemake.input.reference) if snakemake.input.get("reference") else None,
         threads=snakemake.threads,

@@ -2,6 +2,7 @@
 
 from matdisco.logutil import log_to
 from matdisco.screen.final import screen_candidates
+from matdisco.settings import ScreenSettings
 
 with log_to(snakemake.log[0]):
     pourbaix_settings = {
@@ -15,7 +16,7 @@ with log_to(snakemake.log[0]):
         pourbaix_csv=snakemake.input.pourbaix,
         bandgap_csv=snakemake.input.bandgap,
         bandgap_metrics=snakemake.input.metrics,
-        settings=snakemake.params.settings,
+        settings=ScreenSettings.from_config(snakemake.params.settings),
         method=snakemake.params.method,
         out_csv=snakemake.output.table,
         out_all=snakemake.output.all,

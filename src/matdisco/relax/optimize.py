@@ -12,6 +12,9 @@ Two drivers give the same algorithm:
 Every relaxation records the number of steps, convergence, final forces, stress, magnetic
 moments (when the model gives them), and fails cleanly (``status="failed"`` plus a reason) on
 calculator errors, exploding energies, exploding cells, non-convergence or a time limit.
+
+Both drivers take the typed ``relax`` section, :class:`matdisco.settings.RelaxSettings`
+(re-exported here); they read its optimiser fields (:data:`OPTIMIZER_FIELDS`).
 """
 
 from __future__ import annotations
@@ -25,12 +28,23 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from matdisco.settings import RelaxSettings
+
 if TYPE_CHECKING:
     from ase import Atoms
 
     from matdisco.relax.backends import Backend
 
-__all__ = ["RelaxSettings", "RelaxResult", "rattle", "relax_one", "relax_batch", "check_sane"]
+__all__ = [
+    "RelaxSettings",
+    "RelaxResult",
+    "OPTIMIZER_FIELDS",
+    "optimizer_settings",
+    "rattle",
+    "relax_one",
+    "relax_batch",
+    "check_sane",
+]
 
 # ASE FIRE defaults (ase/optimize/fire.py), used by both drivers
 _FIRE = {
@@ -45,40 +59,25 @@ _FIRE = {
 }
 
 
-@dataclass
-class RelaxSettings:
-    """How to relax (config ``relax``).
+#: the optimiser's fields of :class:`~matdisco.settings.RelaxSettings` (what a relaxation
+#: result depends on; progress-file fingerprints hash these)
+OPTIMIZER_FIELDS: tuple[str, ...] = (
+    "fmax",
+    "steps",
+    "rattle",
+    "seed",
+    "relax_cell",
+    "timeout_s",
+    "min_energy_per_atom",
+    "max_volume_ratio",
+    "min_distance",
+    "require_convergence",
+)
 
-    Attributes:
-        fmax: force convergence, eV/Å (FrechetCellFilter forces, cell rows included).
-        steps: maximum optimiser steps.
-        rattle: standard deviation of the seeded Gaussian rattle before relaxing, Å (0 = none).
-        seed: base seed of the rattle (combined with each structure id).
-        relax_cell: relax the cell too (FrechetCellFilter); False keeps the cell fixed.
-        timeout_s: per-structure time limit, s (batched: its share of the batch time).
-        min_energy_per_atom: energies below this (eV/atom) count as exploded.
-        max_volume_ratio: a cell that grows or shrinks by more than this factor has exploded.
-        min_distance: interatomic distance below this (Å) counts as collapsed.
-        require_convergence: when True a relaxation that hits ``steps`` is ``failed``;
-            when False it is kept with ``converged=False``.
-    """
 
-    fmax: float = 0.1
-    steps: int = 200
-    rattle: float = 0.02
-    seed: int = 0
-    relax_cell: bool = True
-    timeout_s: float = 600.0
-    min_energy_per_atom: float = -20.0
-    max_volume_ratio: float = 3.0
-    min_distance: float = 0.5
-    require_convergence: bool = False
-
-    @classmethod
-    def from_config(cls, cfg: dict[str, Any]) -> RelaxSettings:
-        """Pick the known keys out of a config mapping (others are ignored)."""
-        names = set(cls.__dataclass_fields__)
-        return cls(**{k: v for k, v in cfg.items() if k in names and v is not None})
+def optimizer_settings(settings: RelaxSettings) -> dict[str, Any]:
+    """The optimiser's part of the ``relax`` settings as a plain dict (for fingerprints)."""
+    return {name: getattr(settings, name) for name in OPTIMIZER_FIELDS}
 
 
 @dataclass

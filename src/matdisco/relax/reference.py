@@ -14,7 +14,8 @@ formation-energy hull *or* by the label E_hull, the store's ``e_above_hull`` col
 lowest entry of each element; the rest cannot move the hull much and would cost most of the
 budget. Known formulas with a label within the window but no stored structure (the bundled
 2018 set lacks e.g. MgMn2O4) get a template-built stand-in, relaxed the same way and marked
-``origin = template:<parent>`` (:func:`template_phases`).
+``origin = template:<parent>`` (:func:`template_phases`, in
+:mod:`matdisco.relax.reference_templates`, re-exported here).
 """
 
 from __future__ import annotations
@@ -22,15 +23,17 @@ from __future__ import annotations
 import json
 import logging
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 
-from matdisco.relax.optimize import RelaxResult, RelaxSettings
+from matdisco.relax.optimize import RelaxResult, optimizer_settings
+from matdisco.relax.reference_templates import missing_known_phases, template_phases
 from matdisco.relax.shards import ProgressFile, content_hash, process_structures, write_records
+from matdisco.settings import EHullReferenceSettings, RelaxPrescreenSettings, RelaxSettings
 from matdisco.store import atomic_write, read_entries, read_structure_arrays
 
 if TYPE_CHECKING:
@@ -157,134 +160,6 @@ def select_reference(
     return sel
 
 
-def missing_known_phases(
-    store_path: str | Path,
-    elements: Sequence[str],
-    *,
-    max_e_above_hull: float | None = 0.1,
-    known: dict[str, Any] | None = None,
-) -> pd.DataFrame:
-    """Known compositions of the chemical system that have no stored structure.
-
-    Known per :mod:`matdisco.known` (label table, user file). Only formulas whose label E_hull
-    is within ``max_e_above_hull`` (None = all) are returned; user-file formulas without a
-    label are kept (known by the user) and sorted last.
-
-    Returns:
-        Columns ``formula``, ``label_e_above_hull`` (NaN when unlabelled), ``known_source``,
-        ``n_atoms`` (per formula unit); lowest label first, then smallest formula unit.
-    """
-    from pymatgen.core import Composition
-
-    from matdisco.known import KnownCompositions, reduced_formula
-    from matdisco.store import read_labels
-
-    kc = KnownCompositions.from_config(store_path, known)
-    els = set(elements)
-    label = {}
-    lab = read_labels(store_path)
-    for f, e in zip(lab.get("formula", []), lab.get("e_above_hull", []), strict=True):
-        try:
-            r = reduced_formula(str(f))
-        except ValueError:
-            continue
-        label[r] = min(float(e), label.get(r, np.inf))
-    rows = []
-    for f in sorted(kc.sources.get("labels", set()) | kc.sources.get("user", set())):
-        comp = Composition(f)
-        fe = {str(e) for e in comp.elements}
-        if len(fe) < 2 or not fe <= els or kc.sources.get("store") and f in kc.sources["store"]:
-            continue
-        e = label.get(f, np.nan)
-        if np.isfinite(e) and max_e_above_hull is not None and e > max_e_above_hull + 1e-9:
-            continue
-        if not np.isfinite(e) and f not in kc.sources.get("user", set()):
-            continue
-        rows.append(
-            {
-                "formula": f,
-                "label_e_above_hull": e,
-                "known_source": kc.source_of(f),
-                "n_atoms": int(round(comp.reduced_composition.num_atoms)),
-            }
-        )
-    out = pd.DataFrame(rows, columns=["formula", "label_e_above_hull", "known_source", "n_atoms"])
-    if len(out):
-        out["_k"] = out["label_e_above_hull"].fillna(np.inf)
-        out = out.sort_values(["_k", "n_atoms", "formula"], kind="stable").drop(columns="_k")
-    return out.reset_index(drop=True)
-
-
-def template_phases(
-    store_path: str | Path,
-    missing: pd.DataFrame,
-    *,
-    max_formulas: int | None = 8,
-    templates: dict[str, Any] | None = None,
-    oxidation_states: dict[str, Sequence[int]] | None = None,
-    match: dict[str, Any] | None = None,
-    max_sites: int | None = None,
-) -> tuple[pd.DataFrame, list[Any]]:
-    """Stand-in structures for known formulas without a stored structure (best template each).
-
-    Each of the first ``max_formulas`` rows of ``missing`` gets the cheapest template structure
-    of :class:`matdisco.generate.templates.TemplateLibrary` (same settings as the template
-    generator, ``top_k`` 1), id ``ref-tpl-<formula>``, origin ``template:<parent id>``. They are
-    relaxed with the candidates' backend like every other reference phase.
-
-    Returns:
-        (rows in the :func:`select_reference` layout, structures); rows beyond the cap are
-        logged, not returned.
-    """
-    from matdisco.generate.templates import TemplateLibrary, TemplateSettings
-    from matdisco.pool import MatchSettings
-
-    if not len(missing) or (max_formulas is not None and max_formulas <= 0):
-        return pd.DataFrame(), []
-    todo = missing if max_formulas is None else missing.head(int(max_formulas))
-    skipped = missing["formula"].iloc[len(todo) :].tolist()
-    if skipped:
-        log.warning(
-            "reference: %d known formulas without a stored structure left out "
-            "(ehull.reference.max_template_phases): %s",
-            len(skipped),
-            skipped,
-        )
-    st = TemplateSettings.from_config({**(templates or {}), "top_k": 1})
-    lib = TemplateLibrary.from_store(store_path, st, oxidation_states)
-    ms = MatchSettings.from_config(match)
-    rows, structures = [], []
-    for _, m in todo.iterrows():
-        cands, _ = lib.predict(str(m["formula"]), match=ms)
-        if not cands:
-            log.warning("reference: no template structure for known formula %s", m["formula"])
-            continue
-        c = cands[0]
-        s = c.structure
-        if max_sites is not None and len(s) > max_sites:
-            log.warning(
-                "reference: template phase %s has %d > %d sites", m["formula"], len(s), max_sites
-            )
-            continue
-        rows.append(
-            {
-                "id": f"ref-tpl-{m['formula']}",
-                "formula": m["formula"],
-                "composition": s.composition.formula.replace(" ", ""),
-                "nsites": len(s),
-                "formation_energy_per_atom": np.nan,
-                "e_above_hull": m["label_e_above_hull"],
-                "store_hull_e_above_hull": np.nan,
-                "origin": f"template:{c.parent} ({c.template_formula}, {c.mapping})",
-            }
-        )
-        structures.append(s)
-    log.info(
-        "reference: %d template phases for known formulas without a stored structure", len(rows)
-    )
-    return pd.DataFrame(rows), structures
-
-
 def phase_diagram(ref: pd.DataFrame, name_col: str = "id") -> PhaseDiagram:
     """PhaseDiagram from a reference table (rows with a finite ``energy_per_atom``).
 
@@ -333,9 +208,9 @@ def compute_reference(
     *,
     elements: Sequence[str],
     backend: str,
-    backend_options: dict[str, Any] | None = None,
-    relax: dict[str, Any] | None = None,
-    reference: dict[str, Any] | None = None,
+    backend_options: Mapping[str, Any] | None = None,
+    relax: RelaxSettings | Mapping[str, Any] | None = None,
+    reference: EHullReferenceSettings | Mapping[str, Any] | None = None,
     threads: int = 1,
     backend_obj: Backend | None = None,
     templates: dict[str, Any] | None = None,
@@ -347,7 +222,7 @@ def compute_reference(
 
     Known formulas without a stored structure (:func:`missing_known_phases`, e.g. from the
     label table) get a template stand-in (:func:`template_phases`, at most
-    ``reference["max_template_phases"]``), relaxed like the stored phases; their ``origin`` says
+    ``reference.max_template_phases``), relaxed like the stored phases; their ``origin`` says
     so. VASP uses no template phases (its reference is MP's energies).
 
     For ``backend == "vasp"`` nothing is computed: see :func:`vasp_reference`.
@@ -360,9 +235,11 @@ def compute_reference(
         elements: the target chemical system.
         backend: backend name.
         backend_options: ``relax.<backend>``.
-        relax: the ``relax`` section (optimiser settings reused for the phases).
-        reference: ``ehull.reference`` (``mode`` relax|static, ``max_e_above_hull``, ``max_sites``,
-            and for VASP ``elemental_references``).
+        relax: the ``relax`` settings (optimiser settings reused for the phases; a mapping is
+            read by :meth:`RelaxSettings.coerce`).
+        reference: ``ehull.reference`` settings (``mode`` relax|static, ``max_e_above_hull``,
+            ``max_sites``, and for VASP ``elemental_references``; a mapping is read by
+            :meth:`EHullReferenceSettings.coerce`).
         threads: torch threads (BLAS always uses one).
         backend_obj: an already created backend (tests, benchmarks).
         templates: the ``templates`` config section (template phases).
@@ -372,30 +249,30 @@ def compute_reference(
     """
     from matdisco.relax.backends import get_backend
 
-    reference = dict(reference or {})
-    relax = dict(relax or {})
+    reference = EHullReferenceSettings.coerce(reference)
+    settings = RelaxSettings.coerce(relax)
     sel = select_reference(
         store_path,
         elements,
-        max_e_above_hull=reference.get("max_e_above_hull", 0.1),
-        max_sites=reference.get("max_sites"),
-        include_label_phases=bool(reference.get("include_label_phases", True)),
+        max_e_above_hull=reference.max_e_above_hull,
+        max_sites=reference.max_sites,
+        include_label_phases=reference.include_label_phases,
     )
     sel["origin"] = "store"
     sel["label_e_above_hull"] = sel["e_above_hull"] if "e_above_hull" in sel.columns else np.nan
     if backend == "vasp":
-        ref = vasp_reference(store_path, sel, elements, reference.get("elemental_references"))
+        ref = vasp_reference(store_path, sel, elements, reference.elemental_references)
         write_records(out_jsonl, [], {"backend": "vasp", "mode": "store", "n": len(ref)})
         _write_csv(out_csv, ref)
         return ref
     arrays = read_structure_arrays(store_path, sel.index.to_numpy())
     structures = arrays.structures()
-    n_tpl = reference.get("max_template_phases", 8)
+    n_tpl = reference.max_template_phases
     if n_tpl:
         missing = missing_known_phases(
             store_path,
             elements,
-            max_e_above_hull=reference.get("max_e_above_hull", 0.1),
+            max_e_above_hull=reference.max_e_above_hull,
             known=known,
         )
         tpl, tpl_structs = template_phases(
@@ -405,7 +282,7 @@ def compute_reference(
             templates=templates,
             oxidation_states=oxidation_states,
             match=match,
-            max_sites=reference.get("max_sites"),
+            max_sites=reference.max_sites,
         )
         if len(tpl):
             from matdisco.store import StructureArrays
@@ -416,10 +293,9 @@ def compute_reference(
             arrays = StructureArrays.from_structures(structures)
     ids = sel["id"].astype(str).tolist()
     be = backend_obj or get_backend(backend, backend_options, threads=threads)
-    mode = reference.get("mode", "relax")
-    settings = RelaxSettings.from_config(relax)
+    mode = reference.mode
     fingerprint = content_hash(
-        ids, arrays, {"backend": be.describe(), "relax": settings.__dict__, "mode": mode}
+        ids, arrays, {"backend": be.describe(), "relax": optimizer_settings(settings), "mode": mode}
     )
     progress = ProgressFile(progress_path, fingerprint)
     try:
@@ -432,8 +308,8 @@ def compute_reference(
                 be,
                 settings,
                 progress,
-                batched=bool(relax.get("batched", True)),
-                max_batch=int(relax.get("max_batch", 64)),
+                batched=settings.batched,
+                max_batch=settings.max_batch,
             )
     finally:
         progress.close()
@@ -462,7 +338,12 @@ def compute_reference(
     write_records(
         out_jsonl,
         results,
-        {**be.describe(), "mode": mode, "elements": list(elements), "reference": reference},
+        {
+            **be.describe(),
+            "mode": mode,
+            "elements": list(elements),
+            "reference": reference.to_dict(),
+        },
     )
     _write_csv(out_csv, ref)
     failed = ref[ref["status"] != "ok"]
@@ -638,16 +519,19 @@ def load_reference(path: str | Path) -> pd.DataFrame:
 
 
 def hull_screen(
-    reference_path: str | Path, energy_scale: str, cfg: dict[str, Any]
+    reference_path: str | Path,
+    energy_scale: str,
+    cfg: RelaxPrescreenSettings | Mapping[str, Any] | None = None,
 ) -> tuple[Callable[..., list[str]], Callable[..., str] | None]:
     """Pre-screen and early-stop functions against the reference hull.
 
     Args:
         reference_path: reference table (CSV).
         energy_scale: the backend's scale; must equal the reference's.
-        cfg: ``relax.prescreen``: ``max_e_above_hull`` (unrelaxed single point, eV/atom; None
-            rejects nothing), ``early_stop_e_above_hull`` and ``early_stop_after_steps`` (None =
-            no early stop).
+        cfg: ``relax.prescreen`` settings (a mapping is read by
+            :meth:`RelaxPrescreenSettings.coerce`): ``max_e_above_hull`` (unrelaxed single point,
+            eV/atom; None rejects nothing), ``early_stop_e_above_hull`` and
+            ``early_stop_after_steps`` (None = no early stop).
 
     Returns:
         ``(prescreen, early_stop)`` callables for :func:`~matdisco.relax.shards.process_structures`.
@@ -670,7 +554,8 @@ def hull_screen(
             return float("nan")
         return pdg.get_e_above_hull(PDEntry(comp, e_pa * comp.num_atoms), allow_negative=True)
 
-    thr = cfg.get("max_e_above_hull")  # None: record the unrelaxed E_hull, reject nothing
+    cfg = RelaxPrescreenSettings.coerce(cfg)
+    thr = cfg.max_e_above_hull  # None: record the unrelaxed E_hull, reject nothing
 
     def prescreen(ids: list[str], structures: list[Any], e_pa: list[float]) -> list[str]:
         out = []
@@ -683,8 +568,8 @@ def hull_screen(
             out.append(f"pre-screen: unrelaxed E_hull {eh:.3f} > {thr:g} eV/atom" if bad else "")
         return out
 
-    after = cfg.get("early_stop_after_steps")
-    e_thr = cfg.get("early_stop_e_above_hull")
+    after = cfg.early_stop_after_steps
+    e_thr = cfg.early_stop_e_above_hull
     if after is None or e_thr is None:
         return prescreen, None
 

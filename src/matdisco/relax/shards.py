@@ -23,14 +23,15 @@ import logging
 import math
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 
-from matdisco.relax.optimize import RelaxResult, RelaxSettings, relax_batch, relax_one
+from matdisco.relax.optimize import RelaxResult, optimizer_settings, relax_batch, relax_one
+from matdisco.settings import RelaxPrescreenSettings, RelaxSettings
 from matdisco.store import (
     StructureArrays,
     atomic_write,
@@ -437,9 +438,9 @@ def run_shard(
     progress_path: str | Path,
     *,
     backend: str,
-    backend_options: dict[str, Any] | None = None,
-    relax: dict[str, Any] | None = None,
-    prescreen: dict[str, Any] | None = None,
+    backend_options: Mapping[str, Any] | None = None,
+    relax: RelaxSettings | Mapping[str, Any] | None = None,
+    prescreen: RelaxPrescreenSettings | Mapping[str, Any] | None = None,
     reference_path: str | Path | None = None,
     threads: int = 1,
     backend_obj: Backend | None = None,
@@ -452,9 +453,10 @@ def run_shard(
         progress_path: progress file (kept on failure; reused on rerun).
         backend: backend name (``relax.backend``).
         backend_options: ``relax.<backend>`` settings.
-        relax: the ``relax`` config section (optimiser settings, ``batched``, ``max_batch``).
-        prescreen: ``relax.prescreen`` (``enabled``, ``max_e_above_hull``, early stop);
-            needs ``reference_path``.
+        relax: the ``relax`` settings (optimiser fields, ``batched``, ``max_batch``); a mapping
+            (a part of the config section) is read by :meth:`RelaxSettings.coerce`.
+        prescreen: ``relax.prescreen`` settings (``enabled``, ``max_e_above_hull``, early stop);
+            needs ``reference_path``; None = no pre-screen.
         reference_path: reference energies (from
             :func:`matdisco.relax.reference.compute_reference`),
             used by the pre-screen and early stop.
@@ -467,21 +469,27 @@ def run_shard(
     from matdisco.relax.backends import Backend, get_backend
 
     t0 = time.perf_counter()
-    relax = dict(relax or {})
-    settings = RelaxSettings.from_config(relax)
+    settings = RelaxSettings.coerce(relax)
+    pre = None if prescreen is None else RelaxPrescreenSettings.coerce(prescreen)
     entries = read_entries(shard_path)
     arrays = read_structure_arrays(shard_path)
     ids = entries["id"].astype(str).tolist()
     structures = arrays.structures()
     be = backend_obj or get_backend(backend, backend_options, threads=threads)
     fingerprint = content_hash(
-        ids, arrays, {"backend": be.describe(), "relax": settings.__dict__, "prescreen": prescreen}
+        ids,
+        arrays,
+        {
+            "backend": be.describe(),
+            "relax": optimizer_settings(settings),
+            "prescreen": None if pre is None else pre.to_dict(),
+        },
     )
     pre_fn = early = None
-    if prescreen and prescreen.get("enabled") and reference_path is not None:
+    if pre is not None and pre.enabled and reference_path is not None:
         from matdisco.relax.reference import hull_screen
 
-        pre_fn, early = hull_screen(reference_path, be.energy_scale, prescreen)
+        pre_fn, early = hull_screen(reference_path, be.energy_scale, pre)
         if type(be).correction is not Backend.correction:
             early = None  # early stop looks at raw energies: only for backends without corrections
     progress = ProgressFile(progress_path, fingerprint)
@@ -492,10 +500,10 @@ def run_shard(
             be,
             settings,
             progress,
-            batched=bool(relax.get("batched", True)),
+            batched=settings.batched,
             prescreen=pre_fn,
             early_stop=early,
-            max_batch=int(relax.get("max_batch", 64)),
+            max_batch=settings.max_batch,
         )
     finally:
         progress.close()
@@ -504,8 +512,8 @@ def run_shard(
         "shard": str(shard_path),
         "fingerprint": fingerprint,
         **be.describe(),
-        "relax": settings.__dict__,
-        "prescreen": prescreen,
+        "relax": optimizer_settings(settings),
+        "prescreen": None if pre is None else pre.to_dict(),
         "counts": counts,
         "wall_s": round(time.perf_counter() - t0, 2),
     }

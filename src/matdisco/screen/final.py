@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -27,25 +28,14 @@ import numpy as np
 import pandas as pd
 
 from matdisco.relax.claims import BELOW_HULL_TEXT
+from matdisco.screen.plots import plot_final_scatter, plot_xrd_patterns
+from matdisco.settings import ScreenSettings, ScreenThresholdsSettings
 from matdisco.store import atomic_write
 
-__all__ = ["SCREEN_DEFAULTS", "scale_slug", "judge", "powder_xrd", "screen_candidates"]
+__all__ = ["scale_slug", "judge", "powder_xrd", "screen_candidates"]
 
 
 log = logging.getLogger(__name__)
-
-#: defaults of the ``screen`` config section parts used here
-SCREEN_DEFAULTS: dict[str, Any] = {
-    "thresholds": {"e_above_hull_max": 0.080, "dG_pbx_max": 0.59, "gap_min": 1.6, "gap_max": 3.0},
-    "n_best": 20,
-    "n_fallback_structures": 3,
-    "xrd": {
-        "radiation": "CuKa",
-        "two_theta_min": 10.0,
-        "two_theta_max": 80.0,
-        "max_structures": 10,
-    },
-}
 
 
 def scale_slug(energy_scale: str) -> str:
@@ -79,35 +69,42 @@ def _gap_for_screen(df: pd.DataFrame, method: str) -> tuple[np.ndarray, np.ndarr
 
 
 def judge(
-    df: pd.DataFrame, thresholds: dict[str, float], *, eh_col: str, dg_col: str, gap_col: str
+    df: pd.DataFrame,
+    thresholds: ScreenThresholdsSettings | Mapping[str, float] | None,
+    *,
+    eh_col: str,
+    dg_col: str,
+    gap_col: str,
 ) -> pd.DataFrame:
     """Pass/fail per criterion, count, violation score and rank (1 = best).
 
     Args:
         df: one row per candidate with the three value columns.
-        thresholds: ``e_above_hull_max``, ``dG_pbx_max`` (eV/atom), ``gap_min``, ``gap_max`` (eV).
+        thresholds: ``screen.thresholds``: ``e_above_hull_max``, ``dG_pbx_max`` (eV/atom),
+            ``gap_min``, ``gap_max`` (eV); a mapping is read by
+            :meth:`ScreenThresholdsSettings.coerce` (missing keys: the schema defaults).
         eh_col, dg_col, gap_col: the value columns.
 
     Returns:
         ``df`` with ``pass_e_above_hull``, ``pass_dG_pbx``, ``pass_gap``, ``n_criteria_passed``,
         ``passes_all``, ``failed_criteria``, ``violation`` and ``rank`` added, sorted by rank.
     """
-    t = {**SCREEN_DEFAULTS["thresholds"], **thresholds}
+    t = ScreenThresholdsSettings.coerce(thresholds)
     out = df.copy()
     eh = out[eh_col].to_numpy(dtype=float)
     dg = out[dg_col].to_numpy(dtype=float)
     gap = out[gap_col].to_numpy(dtype=float)
-    lo, hi = float(t["gap_min"]), float(t["gap_max"])
+    lo, hi = t.gap_min, t.gap_max
     width = max(hi - lo, 1e-9)
     checks = {
         "e_above_hull": (
-            eh <= t["e_above_hull_max"] + 1e-12,
-            np.maximum(eh - t["e_above_hull_max"], 0) / max(t["e_above_hull_max"], 1e-3),
+            eh <= t.e_above_hull_max + 1e-12,
+            np.maximum(eh - t.e_above_hull_max, 0) / max(t.e_above_hull_max, 1e-3),
             eh,
         ),
         "dG_pbx": (
-            dg <= t["dG_pbx_max"] + 1e-12,
-            np.maximum(dg - t["dG_pbx_max"], 0) / max(t["dG_pbx_max"], 1e-3),
+            dg <= t.dG_pbx_max + 1e-12,
+            np.maximum(dg - t.dG_pbx_max, 0) / max(t.dG_pbx_max, 1e-3),
             dg,
         ),
         "gap": (
@@ -119,8 +116,8 @@ def judge(
     violation = np.zeros(len(out))
     failed: list[list[str]] = [[] for _ in range(len(out))]
     labels = {
-        "e_above_hull": f"E_hull > {t['e_above_hull_max']:g} eV/atom",
-        "dG_pbx": f"dG_pbx > {t['dG_pbx_max']:g} eV/atom",
+        "e_above_hull": f"E_hull > {t.e_above_hull_max:g} eV/atom",
+        "dG_pbx": f"dG_pbx > {t.dG_pbx_max:g} eV/atom",
         "gap": f"gap outside {lo:g}-{hi:g} eV",
     }
     for name, (ok, excess, val) in checks.items():
@@ -305,114 +302,6 @@ def _column_docs(
     }
 
 
-def _plot_scatter(
-    path: str | Path, df: pd.DataFrame, eh_col: str, dg_col: str, th: dict[str, float], label: str
-) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(7, 5))
-    eh = df[eh_col].to_numpy(dtype=float) * 1000
-    gap = df["gap_for_screen"].to_numpy(dtype=float)
-    std = df["gap_for_screen_std"].to_numpy(dtype=float)
-    dg = df[dg_col].to_numpy(dtype=float)
-    have = np.isfinite(eh) & np.isfinite(gap)
-    if have.any():
-        ax.errorbar(
-            eh[have],
-            gap[have],
-            yerr=np.nan_to_num(std[have]),
-            fmt="none",
-            ecolor="0.7",
-            elinewidth=0.8,
-            zorder=1,
-        )
-        known = have & np.isfinite(dg)
-        sc = ax.scatter(
-            eh[known],
-            gap[known],
-            c=dg[known],
-            cmap="viridis_r",
-            s=28,
-            zorder=2,
-            edgecolor="k",
-            lw=0.3,
-        )
-        if known.any():
-            fig.colorbar(sc, ax=ax, label="ΔG_pbx (eV/atom)")
-        unk = have & ~np.isfinite(dg)
-        ax.scatter(
-            eh[unk], gap[unk], c="0.6", marker="x", s=22, zorder=2, label="ΔG_pbx not computed"
-        )
-        fin = df["finalist"].to_numpy(dtype=bool) & have
-        ax.scatter(
-            eh[fin],
-            gap[fin],
-            facecolor="none",
-            edgecolor="r",
-            s=120,
-            lw=1.5,
-            zorder=3,
-            label="finalist",
-        )
-        for i in np.flatnonzero(fin)[:15]:
-            ax.annotate(
-                str(df["formula"].iloc[i]),
-                (eh[i], gap[i]),
-                fontsize=7,
-                xytext=(4, 4),
-                textcoords="offset points",
-            )
-    ax.axvline(th["e_above_hull_max"] * 1000, color="r", ls="--", lw=1)
-    ax.axhspan(th["gap_min"], th["gap_max"], color="tab:orange", alpha=0.12, label="gap window")
-    ax.set_xlabel(f"E_hull (meV/atom, {label})")
-    ax.set_ylabel("band gap used by the screen (eV)")
-    ax.legend(fontsize=8, loc="upper right")
-    ax.set_title(
-        f"{int(have.sum())} candidates with E_hull and gap; {int(df['finalist'].sum())} finalists",
-        fontsize=10,
-    )
-    fig.tight_layout()
-    with atomic_write(path, suffix=Path(path).suffix) as tmp:
-        fig.savefig(tmp, dpi=120)
-    plt.close(fig)
-
-
-def _plot_xrd(
-    path: str | Path,
-    patterns: list[tuple[str, pd.DataFrame]],
-    radiation: str,
-    note: str,
-    two_theta: tuple[float, float],
-) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    n = max(len(patterns), 1)
-    fig, ax = plt.subplots(figsize=(7.5, 1.2 + 1.1 * n))
-    if not patterns:
-        ax.text(0.5, 0.5, note or "no structures", ha="center", va="center")
-        ax.set_axis_off()
-    for k, (label, pat) in enumerate(patterns):
-        off = (n - 1 - k) * 110.0
-        ax.vlines(pat["two_theta_deg"], off, off + pat["intensity"], lw=1.0, color=f"C{k % 10}")
-        ax.text(two_theta[0] + 0.5, off + 85, label, fontsize=8)
-    if patterns:
-        ax.set_xlim(*two_theta)
-        ax.set_yticks([])
-        ax.set_xlabel(f"2θ (degrees, {radiation})")
-        ax.set_ylabel("intensity (offset)")
-        ax.set_title(note, fontsize=9)
-    fig.tight_layout()
-    with atomic_write(path, suffix=Path(path).suffix) as tmp:
-        fig.savefig(tmp, dpi=120)
-    plt.close(fig)
-
-
 def _plot_best_pourbaix(
     path: str | Path,
     judged: pd.DataFrame,
@@ -462,7 +351,7 @@ def screen_candidates(
     pourbaix_csv: str | Path,
     bandgap_csv: str | Path,
     bandgap_metrics: str | Path | None,
-    settings: dict[str, Any],
+    settings: ScreenSettings | Mapping[str, Any] | None,
     method: str,
     out_csv: str | Path,
     out_all: str | Path,
@@ -482,7 +371,9 @@ def screen_candidates(
         pourbaix_csv: output of the pourbaix stage.
         bandgap_csv: output of the bandgap stage.
         bandgap_metrics: its metrics JSON (for the mapping text); optional.
-        settings: the ``screen`` config section (thresholds, n_best, xrd, ...).
+        settings: the ``screen`` settings (thresholds, n_best, xrd, include_known_structures,
+            ...); a mapping (the config section or a part of it) is read by
+            :meth:`ScreenSettings.coerce`.
         method: ``screen.bandgap_method``.
         out_csv: the final table: finalists and best-ranked others (at most ``n_best`` rows
             unless more pass).
@@ -501,9 +392,9 @@ def screen_candidates(
 
     from matdisco.store import read_entries, read_structure_arrays
 
-    s = {**SCREEN_DEFAULTS, **settings}
-    th = {**SCREEN_DEFAULTS["thresholds"], **(s.get("thresholds") or {})}
-    xrd = {**SCREEN_DEFAULTS["xrd"], **(s.get("xrd") or {})}
+    s = ScreenSettings.coerce(settings)
+    th = s.thresholds.to_dict()  # plain floats for the column docs, plot and summary JSON
+    xrd = s.xrd
     cand = read_entries(candidates)
     scales = sorted(set(cand.get("energy_scale", pd.Series(dtype=str)).astype(str)) - {"", "nan"})
     scale = scales[0] if len(scales) == 1 else ("+".join(scales) if scales else "")
@@ -543,7 +434,7 @@ def screen_candidates(
     judged = judge(df, th, eh_col=eh_col, dg_col=dg_col, gap_col="gap_for_screen")
     judged["finalist"] = judged["passes_all"]
     # generated means generated: a known structure is flagged, not a finalist (unless configured)
-    if "novel_structure" in judged.columns and not s.get("include_known_structures", False):
+    if "novel_structure" in judged.columns and not s.include_known_structures:
         judged["finalist"] &= judged["novel_structure"].fillna(True).astype(bool)
     judged["claim"] = _claims(judged)
     n_final = int(judged["finalist"].sum())
@@ -553,10 +444,10 @@ def screen_candidates(
         note = "no candidates reached the screen (the candidates file is empty)"
         log.warning("screen: %s", note)
     elif n_final:
-        picked = judged.index[judged["finalist"]][: int(xrd["max_structures"])]
+        picked = judged.index[judged["finalist"]][: xrd.max_structures]
         note = f"{n_final} finalists pass every criterion"
     else:
-        picked = judged.index[: min(int(s["n_fallback_structures"]), len(judged))]
+        picked = judged.index[: min(s.n_fallback_structures, len(judged))]
         note = (
             f"no candidate passes every criterion: structures of the {len(picked)} best-ranked "
             "(closest) candidates, NOT finalists"
@@ -584,8 +475,8 @@ def screen_candidates(
                 CifWriter(st).write_file(cif_dir / f"{name}.cif")
             pat = powder_xrd(
                 st,
-                radiation=str(xrd["radiation"]),
-                two_theta=(float(xrd["two_theta_min"]), float(xrd["two_theta_max"])),
+                radiation=xrd.radiation,
+                two_theta=(xrd.two_theta_min, xrd.two_theta_max),
             )
             with atomic_write(xrd_dir / f"{name}.csv") as tmp:
                 pat.to_csv(tmp, index=False)
@@ -608,7 +499,7 @@ def screen_candidates(
     ]
     cols = front + [c for c in judged.columns if c not in front]
     judged = judged[cols]
-    n_rows = max(n_final, min(int(s["n_best"]), len(judged)))
+    n_rows = max(n_final, min(s.n_best, len(judged)))
     with atomic_write(out_all) as tmp:
         judged.to_csv(tmp, index=False)
     with atomic_write(out_csv) as tmp:
@@ -622,13 +513,13 @@ def screen_candidates(
             json.dumps({c: docs.get(c, "") for c in judged.columns}, indent=2) + "\n",
             encoding="utf-8",
         )
-    _plot_scatter(out_scatter, judged, eh_col, dg_col, th, scale or "unknown scale")
-    _plot_xrd(
+    plot_final_scatter(out_scatter, judged, eh_col, dg_col, th, scale or "unknown scale")
+    plot_xrd_patterns(
         out_xrd_plot,
         patterns,
-        str(xrd["radiation"]),
+        xrd.radiation,
         note,
-        (float(xrd["two_theta_min"]), float(xrd["two_theta_max"])),
+        (xrd.two_theta_min, xrd.two_theta_max),
     )
     _plot_best_pourbaix(out_pourbaix_plot, judged, candidates, eh_col, dg_col, pourbaix_settings)
     summary = {
