@@ -474,7 +474,13 @@ def _emt_store(path: Path) -> None:
 
 @pytest.mark.slow
 def test_workflow_relax_stage_with_emt(tmp_path, root, snakemake_bin):
-    """Checkpoint split -> grouped shard jobs -> gather -> ehull -> plots (private Snakefile)."""
+    """Checkpoint split -> grouped shard jobs -> gather (private Snakefile).
+
+    The ehull rule now also needs the generator summaries, the pool table and the known-phase
+    inputs of the other stages (issue 12), so this private Snakefile stops at the gathered
+    relaxation; E_hull on top of it is covered by tests/test_ehull.py and the tiny end-to-end
+    run of ``make test``.
+    """
     run = tmp_path / "results" / "wf"
     (run / "data").mkdir(parents=True)
     (run / "candidates").mkdir(parents=True)
@@ -489,7 +495,7 @@ def test_workflow_relax_stage_with_emt(tmp_path, root, snakemake_bin):
             include: "{root}/workflow/rules/common.smk"
             include: "{root}/workflow/rules/relax.smk"
             rule all:
-                input: TARGETS
+                input: "results/wf/relax/relaxed.csv"
             """
         )
     )
@@ -523,12 +529,7 @@ def test_workflow_relax_stage_with_emt(tmp_path, root, snakemake_bin):
         "shard_000.h5",
         "shard_001.h5",
     ]
-    table = pd.read_csv(relax / "ehull.csv")
+    table = pd.read_csv(relax / "relaxed.csv")
     assert table["id"].tolist() == ["c00", "c01", "c02"]  # c04 invalid, cap 3
-    assert set(table["energy_scale"]) == {"emt"} and table["e_above_hull"].notna().all()
-    rates = json.loads((relax / "metastable_rates.json").read_text())
-    assert set(rates["by_generator"]) == {"gan", "template"} and rates["all"]["n"] == 3
-    assert (relax / "hull.png").stat().st_size > 1000 and (
-        relax / "ehull_by_generator.png"
-    ).stat().st_size > 1000
+    assert set(table["energy_scale"]) == {"emt"} and (table["status"] == "ok").all()
     assert (relax / "progress" / "shard_000.jsonl").exists()

@@ -46,6 +46,10 @@ def data_inputs(wildcards=None):
     return {"labels": d["bundled"]["labels"]}
 
 
+# The structure-comparison part of the pool config (templates, pool, reference, E_hull rules).
+POOL_MATCH = {k: config["pool"][k] for k in ("ltol", "stol", "angle_tol", "fingerprint_tol")}
+
+
 # Final targets of the "all" target: each stage file appends the outputs a full run must make.
 TARGETS = []
 

@@ -6,8 +6,6 @@
 
 # The proposal table is an input only when generate.compositions does not list the targets.
 TEMPLATES_PROPOSALS = [] if config["generate"]["compositions"] else [out("proposals/proposals.csv")]
-# The structure-comparison part of the pool config (shared by both rules).
-POOL_MATCH = {k: config["pool"][k] for k in ("ltol", "stol", "angle_tol", "fingerprint_tol")}
 
 
 TARGETS.extend(

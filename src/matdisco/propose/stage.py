@@ -188,6 +188,7 @@ def propose(
         "acquisition",
         "known",
         "in_store",
+        "known_composition_source",
         "selected",
         "nearest_known",
     ]

@@ -377,7 +377,12 @@ def train_gap_surrogate(
 
     grouped, pred, std, p_metal = score(test, s.seed)
     err = np.abs(pred - y[test])
-    scale = fit_spread_scale(err, std)
+    try:
+        scale = fit_spread_scale(err, std)
+        scale_note = "fitted"
+    except ValueError as exc:  # e.g. a tiny ensemble with zero spread on many rows
+        scale, scale_note = 1.0, f"not fitted, raw spread kept (scale 1): {exc}"
+        log.warning("band gap: spread scale %s", scale_note)
     model.spread_scale = scale
     metrics: dict[str, Any] = {
         "target": "PBE band gap (store column band_gap; Materials Project GGA/GGA+U), eV",
@@ -398,6 +403,7 @@ def train_gap_surrogate(
             "what": "gap_pbe_ml_std = spread_scale x standard deviation over the ensemble members; "
             "spread_scale is the 68.27% quantile of |error| / spread on the grouped held-out split",
             "spread_scale": round(scale, 4),
+            "spread_scale_fit": scale_note,
             "mean_raw_std_test": round(float(std.mean()), 4),
             "coverage_1sigma_raw": round(coverage(err, std), 4),
             "coverage_2sigma_raw": round(coverage(err, 2 * std), 4),

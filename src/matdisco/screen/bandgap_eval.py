@@ -85,10 +85,11 @@ def crossfit_coverage(
     hits = 0.0
     for fit, ev in ((a, ~a), (~a, a)):
         if fit.any() and ev.any():
-            hits += (
-                coverage(abs_err[ev], std[ev], fit_spread_scale(abs_err[fit], std[fit], target))
-                * ev.sum()
-            )
+            try:
+                scale = fit_spread_scale(abs_err[fit], std[fit], target)
+            except ValueError:  # no factor reaches the target on this half
+                return float("nan")
+            hits += coverage(abs_err[ev], std[ev], scale) * ev.sum()
     return hits / len(abs_err)
 
 
