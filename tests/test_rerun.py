@@ -244,7 +244,12 @@ def test_library_code_edit_reruns_its_stage(workflow, module, relpath, rule):
     finally:
         src.write_bytes(original)
     assert rule in jobs, f"editing {relpath} does not rerun {rule}; scheduled: {jobs}"
-    assert "params" in jobs[rule].lower(), f"{rule} reruns for another reason: {jobs[rule]}"
+    # its own code hash changed, or an upstream rule whose code hash changed too reruns first
+    # (e.g. build_gan_training_set imports the gan package as train_gan does)
+    upstream_params = any(u != rule and u in jobs and "params" in jobs[u].lower() for u in users)
+    assert "params" in jobs[rule].lower() or (
+        upstream_params and "updated by another job" in jobs[rule].lower()
+    ), f"{rule} reruns for another reason: {jobs[rule]}"
     allowed = downstream(workflow.graph, users) | {"all"}
     unrelated = set(jobs) - allowed
     assert not unrelated, f"editing {relpath} also reruns unrelated rules: {sorted(unrelated)}"
