@@ -61,13 +61,10 @@ def camel(word: str) -> str:
 
 
 def resolve(node: dict[str, Any], root: dict[str, Any]) -> dict[str, Any]:
-    """Follow a local ``$ref``."""
-    ref = node.get("$ref")
-    if isinstance(ref, str) and ref.startswith("#/"):
-        for part in ref[2:].split("/"):
-            root = root[part]
-        return root
-    return node
+    """Follow a local ``$ref`` (the same rule the settings check uses)."""
+    from matdisco.settings._base import _resolve
+
+    return _resolve(node, root)
 
 
 def is_section(node: dict[str, Any]) -> bool:
