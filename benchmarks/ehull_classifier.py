@@ -86,7 +86,12 @@ def main(argv: list[str] | None = None) -> int:
     from matdisco.classifier.train import train_stability_classifier
     from matdisco.config import load_config
     from matdisco.core.lgbm import fit_member
-    from matdisco.features import ElementTable, feature_kwargs, featurize
+    from matdisco.features import (
+        ElementTable,
+        feature_kwargs,
+        featurize_with_embeddings,
+        load_embeddings,
+    )
     from matdisco.provenance import environment, package_versions
 
     os.chdir(ROOT)
@@ -106,6 +111,10 @@ def main(argv: list[str] | None = None) -> int:
         ]
         formulas = list(dict.fromkeys(formulas + extra.tolist()))
     kw = feature_kwargs(fset)
+    emb = load_embeddings(fset["elmd_table"], fset)  # features.embeddings (None = none)
+
+    def featurize(forms: list[str], table: ElementTable, **kw_):  # noqa: ANN202
+        return featurize_with_embeddings(forms, table, emb, fset["embedding_stats"], **kw_)
 
     featurize(formulas[:100], table, **kw)  # warm-up (imports, caches)
     runs = []
@@ -153,7 +162,12 @@ def main(argv: list[str] | None = None) -> int:
     elif not args.no_stage:
         t = _clock()
         res = train_stability_classifier(
-            labels, cset, feature_settings=fset, element_table=table, threads=args.threads
+            labels,
+            cset,
+            feature_settings=fset,
+            element_table=table,
+            threads=args.threads,
+            embeddings=emb,
         )
         m = res.metrics
         result["classifier_stage"] = {

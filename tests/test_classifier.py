@@ -40,7 +40,14 @@ SETTINGS = ClassifierSettings.from_config(
         "seed": 7,
         "min_element_count": 5,
         "neighbour_features": True,  # the optional path; the default (off) is in test_same_seed...
-        "lightgbm": {"n_estimators": 60, "num_leaves": 15, "learning_rate": 0.1, "max_bin": 63},
+        "n_grouped_folds": 3,
+        "lightgbm": {
+            "n_estimators": 60,
+            "num_leaves": 15,
+            "learning_rate": 0.1,
+            "max_bin": 63,
+            "min_child_samples": 10,
+        },
     }
 )
 FEATURES = FeaturesSettings()
@@ -347,3 +354,33 @@ def test_family_holdout_leaves_no_labelled_subsystem_in_training():
     folds = chemsys_folds(systems, 5, seed=0)
     assert labelled_subsystem_fraction(arr[folds == 0], arr[folds != 0]) > 0.5
     assert labelled_subsystem_fraction(["Fe-Li-O", "Na-S"], ["Fe-O", "Li-O-S"]) == 0.5
+
+
+def test_embedding_features_path_predicts_what_training_measured(table, store_labels, root):
+    """The default path (embeddings on, neighbour features off, fewer grouped folds): the
+    model file re-featurises formulas itself and reproduces the held-out probabilities that
+    training reported, whatever the number of concurrent fold fits."""
+    from matdisco.features import ElementEmbeddings, featurize_with_embeddings
+
+    emb = ElementEmbeddings.from_file(
+        root / "resources/bundled/elmd_element_properties.json.gz", ["megnet16"]
+    )
+    fs = featurize_with_embeddings(store_labels["formula"].tolist(), table, emb)
+    assert fs.feature_names[-1] == "megnet16_maximum_15"
+    labels = load_labels(store_labels, fs, threshold=0.01)
+    s = dataclasses.replace(SETTINGS, neighbour_features=False, n_grouped_folds=2)
+    feats = FeaturesSettings(embeddings=("megnet16",))
+    res = train_stability_classifier(
+        labels, s, feature_settings=feats, element_table=table, threads=2, embeddings=emb
+    )
+    m = res.metrics
+    assert m["chemsys_grouped_cv"]["n_folds"] == 2 and len(res.model["boosters"]) == 3
+    assert m["held_out_test"]["calibrated_ensemble"]["roc_auc"] > 0.75
+    test = res.predictions[res.predictions["split"] == "test"]
+    pred = StabilityModel(res.model).predict(test["formula"].tolist())
+    np.testing.assert_allclose(pred["p_stable"], test["p_test"], atol=1e-9)
+    # one fit at a time gives the same fold models (each is built with one LightGBM thread)
+    serial = train_stability_classifier(
+        labels, s, feature_settings=feats, element_table=table, threads=1, embeddings=emb
+    )
+    assert serial.model["boosters"] == res.model["boosters"]

@@ -302,3 +302,33 @@ def test_featurize_store_stage(root, tmp_path, mgo):
     rej = pd.read_csv(tmp_path / "rejects.csv")
     assert rej["formula"].tolist() == ["Zz3"] and "unknown element" in rej["reason"][0]
     assert read_features(tmp_path / "f.h5").valid.tolist() == [True, True, False, True]
+
+
+def test_embedding_statistics_by_hand(root, table):
+    """Fe2O3 on MEGNet-16: fraction-weighted mean/std and element-wise min/max per dimension;
+    the Magpie-style columns are unchanged when embeddings are appended."""
+    from matdisco.features import ElementEmbeddings, featurize_with_embeddings
+
+    emb = ElementEmbeddings.from_file(
+        root / "resources/bundled/elmd_element_properties.json.gz", ["megnet16"]
+    )
+    sym, vec = emb.tables["megnet16"]
+    fe, o = vec[sym.index("Fe")], vec[sym.index("O")]
+    mean = 0.4 * fe + 0.6 * o
+    std = np.sqrt(0.4 * (fe - mean) ** 2 + 0.6 * (o - mean) ** 2)
+    fs = featurize_with_embeddings(["Fe2O3", "bad(", "NaCl"], table, emb)
+    plain = featurize(["Fe2O3", "bad(", "NaCl"], table)
+    n = len(plain.feature_names)
+    assert fs.feature_names[:n] == plain.feature_names
+    np.testing.assert_array_equal(fs.X[:, :n], plain.X)
+    row = dict(zip(fs.feature_names, fs.X[0], strict=True))
+    for j in range(16):
+        assert row[f"megnet16_mean_{j}"] == pytest.approx(mean[j], rel=1e-5, abs=1e-6)
+        assert row[f"megnet16_std_{j}"] == pytest.approx(std[j], rel=1e-4, abs=1e-6)
+        assert row[f"megnet16_minimum_{j}"] == pytest.approx(min(fe[j], o[j]), rel=1e-6)
+        assert row[f"megnet16_maximum_{j}"] == pytest.approx(max(fe[j], o[j]), rel=1e-6)
+    assert np.isnan(fs.X[1, n:]).all() and np.isfinite(fs.X[2, n:]).all()
+    with pytest.raises(ValueError, match="scalar scale"):
+        ElementEmbeddings.from_file(
+            root / "resources/bundled/elmd_element_properties.json.gz", ["mod_petti"]
+        )

@@ -112,7 +112,7 @@ def test_mismatch_when_only_the_schema_changes(schema):
     mutated["properties"]["ehull"]["properties"]["thresholds"]["default"] = [0.2, 0.1]
     problems = "\n".join(schema_mismatches(Settings, mutated))
     assert (
-        "classifier.lightgbm.n_estimators: default 500 in ClassifierLightGBMSettings, 501"
+        "classifier.lightgbm.n_estimators: default 150 in ClassifierLightGBMSettings, 501"
         in problems
     )
     assert (
@@ -131,10 +131,10 @@ def test_mismatch_when_only_the_dataclass_changes(schema, monkeypatch):
     problems = schema_mismatches(Settings, schema)
     assert problems == [
         "classifier.lightgbm.n_estimators: default 499 in ClassifierLightGBMSettings, "
-        "500 in the schema"
+        "150 in the schema"
     ]
     # a bool must not pass for an int, nor an int for a bool
-    monkeypatch.setattr(f, "default", 500)
+    monkeypatch.setattr(f, "default", 150)
     monkeypatch.setattr(ClassifierSettings.__dataclass_fields__["neighbour_features"], "default", 0)
     assert schema_mismatches(Settings, schema) == [
         "classifier.neighbour_features: default 0 in ClassifierSettings, False in the schema"

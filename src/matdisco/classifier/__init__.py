@@ -13,7 +13,13 @@ Evaluation (all on store-labelled formulas):
 * stratified random k-fold CV on the rest (the development set); its fold models, each
   seeded differently and trained on (k-1)/k of the data, are the shipped ensemble, and their
   out-of-fold (OOF) predictions fit the probability calibrator (isotonic or Platt);
-* k-fold CV grouped by chemical system (no chemical system in both train and test).
+* ``n_grouped_folds``-fold CV grouped by chemical system (no chemical system in both train
+  and test); evaluation only.
+
+All fold models are fit in one batch on rows binned once, ``threads`` fits at a time
+(:mod:`~matdisco.classifier.boost`); nothing is trained twice (the ensemble *is* the
+stratified fold models). Features are the featurize stage's cached composition features,
+with the opt-in element-embedding statistics (``features.embeddings``) appended.
 
 Calibration quality is measured honestly: calibrated OOF metrics use a cross-fitted
 calibrator (fit on the other folds' OOF predictions), and the held-out test is never seen.
@@ -38,7 +44,8 @@ Modules: :mod:`~matdisco.classifier.labels` (labels), :mod:`~matdisco.classifier
 (CV splits), :mod:`~matdisco.classifier.calibration` (calibrators, metrics),
 :mod:`~matdisco.classifier.intervals` (bootstrap intervals),
 :mod:`~matdisco.classifier.baselines` (baselines),
-:mod:`~matdisco.classifier.neighbours` (neighbour features), :mod:`~matdisco.classifier.train`
+:mod:`~matdisco.classifier.neighbours` (neighbour features), :mod:`~matdisco.classifier.boost`
+(binned, parallel fold fits), :mod:`~matdisco.classifier.train`
 (CV, ensemble, reports), :mod:`~matdisco.classifier.model` (model file, prediction),
 :mod:`~matdisco.classifier.plots` (ROC / PR / reliability plots). LightGBM members are fit by
 :mod:`matdisco.core.lgbm`, shared with the band-gap surrogate; settings are

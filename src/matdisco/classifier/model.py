@@ -16,7 +16,13 @@ import pandas as pd
 from matdisco.classifier.calibration import ENSEMBLE_TARGET, apply_calibrator, calibrate_ensemble
 from matdisco.classifier.neighbours import NEIGHBOUR_FEATURES, Compositions, neighbour_features
 from matdisco.core.lgbm import ensemble_mean_std, predict_members
-from matdisco.features import ElementTable, feature_kwargs, featurize
+from matdisco.features import (
+    EMBEDDING_STATS,
+    ElementEmbeddings,
+    ElementTable,
+    feature_kwargs,
+    featurize_with_embeddings,
+)
 
 __all__ = [
     "MODEL_FORMAT",
@@ -53,6 +59,11 @@ class StabilityModel:
         self.boosters = [lgb.Booster(model_str=s) for s in model["boosters"]]
         self.table = ElementTable.from_dict(model["element_table"])
         self.feature_kwargs = feature_kwargs(model["feature_settings"])
+        emb = model.get("embeddings")
+        self.embeddings = ElementEmbeddings.from_dict(emb) if emb else None
+        self.embedding_stats = tuple(
+            model["feature_settings"].get("embedding_stats", EMBEDDING_STATS)
+        )
         self._ref = ref
 
     @property
@@ -118,7 +129,9 @@ class StabilityModel:
         """See :func:`predict_stability`."""
         formulas = list(formulas)
         text = [f if isinstance(f, str) else "" for f in formulas]
-        fs = featurize(text, self.table, **self.feature_kwargs)
+        fs = featurize_with_embeddings(
+            text, self.table, self.embeddings, self.embedding_stats, **self.feature_kwargs
+        )
         if fs.feature_names != self.model["base_feature_names"]:
             raise ValueError(
                 "feature names differ from the model's; was it trained with other feature settings?"

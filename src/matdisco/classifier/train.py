@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 
 from matdisco.classifier import baselines as B
+from matdisco.classifier.boost import binned_dataset, fit_boosters, train_params
 from matdisco.classifier.calibration import (
     ENSEMBLE_TARGET,
     _auc,
@@ -35,8 +36,7 @@ from matdisco.classifier.intervals import compare_with_baselines
 from matdisco.classifier.labels import LabelSet, load_labels
 from matdisco.classifier.model import MODEL_FORMAT, StabilityModel, save_model
 from matdisco.classifier.neighbours import NEIGHBOUR_FEATURES, Compositions, neighbour_features
-from matdisco.core import lgbm
-from matdisco.features import ElementTable, read_features
+from matdisco.features import ElementEmbeddings, ElementTable, read_features
 from matdisco.settings import ClassifierSettings, FeaturesSettings
 
 __all__ = ["TrainResult", "train_stability_classifier", "train_from_files", "write_json"]
@@ -64,6 +64,7 @@ def train_stability_classifier(
     element_table: ElementTable,
     threads: int = 1,
     config_hash: str = "",
+    embeddings: ElementEmbeddings | None = None,
 ) -> TrainResult:
     """Cross-validate, calibrate and assemble the stability classifier.
 
@@ -74,8 +75,11 @@ def train_stability_classifier(
         feature_settings: the ``features`` settings the features were made with (stored in
             the model so that prediction featurises the same way; None = the defaults).
         element_table: the element table of the features (stored in the model).
-        threads: LightGBM threads.
+        threads: concurrent fold fits (one LightGBM thread each; see
+            :mod:`~matdisco.classifier.boost`).
         config_hash: hash of the config slices that shaped the model (stamped in it).
+        embeddings: the element embeddings whose statistics are among the features (stored
+            in the model so that prediction featurises the same way); None = none.
 
     Returns:
         A :class:`TrainResult` (model dict, metrics, per-formula predictions, importances,
@@ -86,17 +90,18 @@ def train_stability_classifier(
     s = ClassifierSettings.coerce(settings)
     fset = FeaturesSettings.coerce(feature_settings)
     lgb_params = s.lightgbm.to_dict()
-    seed, k, bins = s.seed, s.n_folds, s.ece_bins
-    t_all = time.perf_counter()
+    seed, k, kg, bins = s.seed, s.n_folds, s.n_grouped_folds, s.ece_bins
+    t_all, c_all = time.perf_counter(), time.process_time()
     timings: dict[str, float] = {}
     tab = labels.table.reset_index(drop=True)
     X, y = labels.X, tab["y"].to_numpy()
     primary = tab["primary"].to_numpy(bool)
     prim_idx = np.flatnonzero(primary)
     extra_idx = np.flatnonzero(~primary)
-    if len(prim_idx) < 2 * k or len(np.unique(y[prim_idx])) < 2:
+    if len(prim_idx) < 2 * max(k, kg) or len(np.unique(y[prim_idx])) < 2:
         raise ValueError(
-            f"too few labelled formulas ({len(prim_idx)}) or a single class for {k}-fold CV"
+            f"too few labelled formulas ({len(prim_idx)}) or a single class for "
+            f"{max(k, kg)}-fold CV"
         )
     # held-out test split of the store labels
     if s.test_fraction > 0:
@@ -115,42 +120,60 @@ def train_stability_classifier(
         y[prim_idx].mean(),
     )
 
-    # (a) stratified k-fold on the development set -> OOF predictions + ensemble members
+    # (a) stratified k-fold on the development set -> OOF predictions + ensemble members;
+    # (b) k-fold grouped by chemical system (evaluation only). All fold models are fit in one
+    # batch: binned once, ``threads`` fits at a time (see matdisco.classifier.boost).
     t0 = time.perf_counter()
     nb_on = s.neighbour_features
     ehull = tab["e_above_hull"].to_numpy(float)
     comps = Compositions.from_formulas(tab["formula"].tolist(), element_table) if nb_on else None
     n_base = X.shape[1]
     feature_names = list(labels.feature_names) + (list(NEIGHBOUR_FEATURES) if nb_on else [])
-    Xw = np.empty((len(X), len(feature_names)), dtype=np.float32)
-    Xw[:, :n_base] = X
-
-    def design(ref_rows: np.ndarray) -> np.ndarray:
-        """The feature matrix with neighbour features from ``ref_rows`` (the training rows)."""
-        if nb_on:
-            Xw[:, n_base:] = neighbour_features(
-                comps, comps.take(ref_rows), y[ref_rows], ehull[ref_rows]
-            )
-        return Xw
-
+    chem = tab["chemsys"].to_numpy(object)
     strat = stratified_folds(y[dev_idx], k, seed)
-    oof = np.full(len(dev_idx), np.nan)
-    boosters = []
+    grouped = chemsys_folds(chem[dev_idx], kg, seed)
+    extra_chem = chem[extra_idx]
+    folds: list[tuple[str, int, np.ndarray, np.ndarray, int]] = []  # split, fold, train, test
     for f in range(k):
         tr = np.concatenate([dev_idx[strat != f], extra_idx])
-        Xf = design(tr)
-        b = lgbm.fit_member(Xf[tr], y[tr], s.lightgbm, seed=seed + f, threads=threads).booster_
-        oof[strat == f] = b.predict(Xf[dev_idx[strat == f]])
-        boosters.append(b)
-        log.info(
-            "stratified fold %d/%d: %d train rows, %.1f s",
-            f + 1,
-            k,
-            len(tr),
-            time.perf_counter() - t0,
-        )
-    timings["stratified_cv_s"] = time.perf_counter() - t0
-    chem = tab["chemsys"].to_numpy(object)
+        folds.append(("stratified", f, tr, np.flatnonzero(strat == f), seed + f))
+    for f in range(kg):
+        test_systems = list(set(chem[dev_idx[grouped == f]]))
+        keep_extra = extra_idx[~np.isin(extra_chem, test_systems)]
+        tr = np.concatenate([dev_idx[grouped != f], keep_extra])
+        folds.append(("grouped", f, tr, np.flatnonzero(grouped == f), seed + 100 + f))
+    oof = np.full(len(dev_idx), np.nan)
+    goof = np.full(len(dev_idx), np.nan)
+    _, _, max_bin = train_params(s.lightgbm)
+    universe = np.concatenate([dev_idx, extra_idx])  # never the held-out test rows
+    pos = np.empty(len(X), dtype=np.int64)
+    pos[universe] = np.arange(len(universe))
+    if not nb_on:
+        full = binned_dataset(X[universe], y[universe], max_bin)
+        jobs = [(full.subset(np.sort(pos[tr])).construct(), sd) for _, _, tr, _, sd in folds]
+        boosters_all = fit_boosters(jobs, s.lightgbm, threads=threads)
+        del jobs, full
+        for (split, _, _, te, _), b in zip(folds, boosters_all, strict=True):
+            (oof if split == "stratified" else goof)[te] = b.predict(X[dev_idx[te]])
+    else:
+        # neighbour features depend on the fold's training rows: one design per fold
+        Xw = np.empty((len(X), len(feature_names)), dtype=np.float32)
+        Xw[:, :n_base] = X
+        boosters_all = []
+        for split, _, tr, te, sd in folds:
+            Xw[:, n_base:] = neighbour_features(comps, comps.take(tr), y[tr], ehull[tr])
+            b = fit_boosters([(binned_dataset(Xw[tr], y[tr], max_bin), sd)], s.lightgbm)[0]
+            (oof if split == "stratified" else goof)[te] = b.predict(Xw[dev_idx[te]])
+            boosters_all.append(b)
+    boosters = boosters_all[:k]
+    timings["cv_fits_s"] = time.perf_counter() - t0
+    log.info(
+        "%d stratified + %d chemsys-grouped fold models fit in %.1f s (%d at a time)",
+        k,
+        kg,
+        timings["cv_fits_s"],
+        max(1, threads),
+    )
     t0 = time.perf_counter()
     bl_comps = comps if nb_on else _baseline_compositions(tab, element_table)
     nb_strat = _describe_folds(bl_comps, dev_idx, strat, extra_idx, None, y, ehull, chem)
@@ -161,29 +184,6 @@ def train_stability_classifier(
     oof_cal_cf = _crossfit_calibrate(oof, y_dev, strat, s.calibration)
     fixed = s.decision_threshold is not None
     thr = float(s.decision_threshold) if fixed else _f1_threshold(y_dev, oof_cal_in)
-
-    # (b) k-fold grouped by chemical system on the development set
-    t0 = time.perf_counter()
-    grouped = chemsys_folds(chem[dev_idx], k, seed)
-    goof = np.full(len(dev_idx), np.nan)
-    extra_chem = chem[extra_idx]
-    for f in range(k):
-        test_systems = set(chem[dev_idx[grouped == f]])
-        keep_extra = extra_idx[~np.isin(extra_chem, list(test_systems))]
-        tr = np.concatenate([dev_idx[grouped != f], keep_extra])
-        Xf = design(tr)
-        b = lgbm.fit_member(
-            Xf[tr], y[tr], s.lightgbm, seed=seed + 100 + f, threads=threads
-        ).booster_
-        goof[grouped == f] = b.predict(Xf[dev_idx[grouped == f]])
-        log.info(
-            "chemsys-grouped fold %d/%d: %d train rows, %.1f s",
-            f + 1,
-            k,
-            len(tr),
-            time.perf_counter() - t0,
-        )
-    timings["chemsys_grouped_cv_s"] = time.perf_counter() - t0
     goof_cal_cf = _crossfit_calibrate(goof, y_dev, grouped, s.calibration)
     t0 = time.perf_counter()
     nb_grouped = _describe_folds(bl_comps, dev_idx, grouped, extra_idx, chem, y, ehull, chem)
@@ -218,6 +218,8 @@ def train_stability_classifier(
         "settings": s.to_dict(),
         "packages": _packages(),
     }
+    if embeddings is not None and embeddings.tables:
+        model["embeddings"] = embeddings.to_dict()
     if nb_on:
         # reference formulas of the neighbour features; member k saw those with member != k
         member = np.concatenate([strat, np.full(len(extra_idx), -1)])
@@ -305,7 +307,7 @@ def train_stability_classifier(
                     labelled_subsystem_fraction(
                         chem[dev_idx[grouped == f]], chem[dev_idx[grouped != f]]
                     )
-                    for f in range(k)
+                    for f in range(kg)
                 ]
             )
         ),
@@ -321,12 +323,12 @@ def train_stability_classifier(
         "intervals": strat_cmp,
     }
     grouped_metrics = {
-        "n_folds": k,
+        "n_folds": kg,
         "n_chemical_systems": int(len(set(chem[dev_idx]))),
         "raw": binary_metrics(y_dev, goof, thr, bins),
         "calibrated_crossfit": binary_metrics(y_dev, goof_cal_cf, thr, bins),
         "per_fold_roc_auc": [
-            round(float(_auc(y_dev[grouped == f], goof[grouped == f])), 6) for f in range(k)
+            round(float(_auc(y_dev[grouped == f], goof[grouped == f])), 6) for f in range(kg)
         ],
         "intervals": grouped_cmp,
     }
@@ -395,6 +397,7 @@ def train_stability_classifier(
         "bins": bins,
     }
     timings["total_s"] = time.perf_counter() - t_all
+    timings["total_cpu_s"] = time.process_time() - c_all
     log.info(
         "stratified AUC %.4f, chemsys-grouped AUC %.4f, OOF ECE raw %.4f / calibrated %.4f, "
         "test AUC %s (%.1f s)",
@@ -540,11 +543,12 @@ def train_from_files(
     from matdisco.features import read_feature_meta
     from matdisco.store import atomic_write, read_labels
 
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     s = ClassifierSettings.coerce(settings)
     fs = read_features(features)
     meta = read_feature_meta(features)
     table = ElementTable.from_dict(meta["element_table"])
+    emb = ElementEmbeddings.from_dict(meta["embeddings"]) if meta.get("embeddings") else None
     labels = load_labels(
         read_labels(store),
         fs,
@@ -561,6 +565,7 @@ def train_from_files(
         element_table=table,
         threads=threads,
         config_hash=config_hash,
+        embeddings=emb,
     )
     save_model(outputs["model"], res.model)
     write_json(outputs["metrics"], res.metrics)
@@ -576,6 +581,7 @@ def train_from_files(
         "load_labels_s": t_load,
         **res.timings,
         "stage_s": time.perf_counter() - t0,
+        "stage_cpu_s": time.process_time() - c0,
         "threads": threads,
     }
     write_json(

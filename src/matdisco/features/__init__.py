@@ -30,15 +30,24 @@ no positive amount) is never an exception: its row is NaN, ``valid`` is False an
 
 Modules: :mod:`~matdisco.features.elements` (element table), :mod:`~matdisco.features.parse`
 (parsed formulas, keys, chemical systems, ElMD profiles), :mod:`~matdisco.features.compute`
-(:func:`featurize`, :func:`elmd`), :mod:`~matdisco.features.io` (HDF5 cache, the featurize stage
+(:func:`featurize`, :func:`elmd`), :mod:`~matdisco.features.embeddings` (opt-in element-embedding
+statistics, e.g. MEGNet-16 and Oliynyk vectors, appended after the columns above),
+:mod:`~matdisco.features.io` (HDF5 cache, the featurize stage
 and its :class:`matdisco.settings.FeaturesSettings`).
 """
 
 from matdisco.features.compute import FeatureSet, elmd, featurize
 from matdisco.features.elements import MAGPIE_PROPERTIES, STATS, SYMBOLS, ElementTable
+from matdisco.features.embeddings import (
+    EMBEDDING_STATS,
+    ElementEmbeddings,
+    embedding_features,
+    featurize_with_embeddings,
+)
 from matdisco.features.io import (
     feature_kwargs,
     featurize_store,
+    load_embeddings,
     read_feature_meta,
     read_features,
     write_features,
@@ -53,6 +62,11 @@ from matdisco.features.parse import (
 )
 
 __all__ = [
+    "EMBEDDING_STATS",
+    "ElementEmbeddings",
+    "embedding_features",
+    "featurize_with_embeddings",
+    "load_embeddings",
     "SYMBOLS",
     "MAGPIE_PROPERTIES",
     "STATS",

@@ -12,8 +12,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from matdisco.features.compute import FeatureSet, featurize
+from matdisco.features.compute import FeatureSet
 from matdisco.features.elements import ElementTable
+from matdisco.features.embeddings import ElementEmbeddings, featurize_with_embeddings
 from matdisco.settings import FeaturesSettings
 
 __all__ = [
@@ -23,6 +24,7 @@ __all__ = [
     "feature_kwargs",
     "featurize_store",
     "read_feature_meta",
+    "load_embeddings",
 ]
 
 log = logging.getLogger("matdisco.features")
@@ -96,6 +98,22 @@ def feature_kwargs(settings: FeaturesSettings | Mapping[str, Any] | None = None)
     }
 
 
+def load_embeddings(
+    elmd_table: str | Path | None, settings: FeaturesSettings | Mapping[str, Any] | None
+) -> ElementEmbeddings | None:
+    """The element embeddings named by ``features.embeddings`` (None when it is empty).
+
+    Raises:
+        ValueError: embeddings are requested but no ElMD scale table is configured.
+    """
+    s = FeaturesSettings.coerce(settings)
+    if not s.embeddings:
+        return None
+    if not elmd_table:
+        raise ValueError("features.embeddings needs features.elmd_table (the vector tables)")
+    return ElementEmbeddings.from_file(elmd_table, s.embeddings)
+
+
 def featurize_store(
     *,
     store: str | Path,
@@ -132,19 +150,19 @@ def featurize_store(
             ].astype(str)
         )
     formulas = list(dict.fromkeys(formulas))  # distinct, first-seen order
+    emb = load_embeddings(elmd_table, s)
     t1 = time.perf_counter()
-    fs = featurize(formulas, table, **feature_kwargs(s))
+    fs = featurize_with_embeddings(formulas, table, emb, s.embedding_stats, **feature_kwargs(s))
     dt = time.perf_counter() - t1
-    write_features(
-        out_features,
-        fs,
-        {
-            "settings": s.to_dict(),
-            "element_table": table.to_dict(),
-            "n_formulas": len(formulas),
-            "rejected": int((~fs.valid).sum()),
-        },
-    )
+    meta = {
+        "settings": s.to_dict(),
+        "element_table": table.to_dict(),
+        "n_formulas": len(formulas),
+        "rejected": int((~fs.valid).sum()),
+    }
+    if emb is not None:
+        meta["embeddings"] = emb.to_dict()
+    write_features(out_features, fs, meta)
     write_rejects(out_rejects, fs)
     log.info(
         "%d formulas, %d features, %d rejected; featurised in %.2f s (%.0f formulas/s), "

@@ -139,6 +139,11 @@ class FeaturesSettings(SettingsBase):
         element_fractions: add the atomic fraction of every element as a feature
         formula_unit: add reduced formula-unit size features (atoms per reduced formula, largest and
             smallest count)
+        embeddings: element-embedding tables of elmd_table whose per-dimension statistics are
+            appended after the other columns (opt-in; [] = none); the band-gap surrogate never uses
+            them
+        embedding_stats: fraction-weighted mean and standard deviation, minimum and maximum of every
+            embedding dimension
     """
 
     section: ClassVar[str] = "features"
@@ -160,6 +165,28 @@ class FeaturesSettings(SettingsBase):
     charge_balance: bool = True
     element_fractions: bool = True
     formula_unit: bool = True
+    embeddings: tuple[
+        Literal[
+            "megnet16",
+            "oliynyk",
+            "olinyk_sc",
+            "mat2vec",
+            "matscholar",
+            "cgcnn",
+            "elemnet",
+            "magpie",
+            "magpie_sc",
+            "jarvis",
+            "jarvis_sc",
+        ],
+        ...,
+    ] = ()
+    embedding_stats: tuple[Literal["mean", "std", "minimum", "maximum"], ...] = (
+        "mean",
+        "std",
+        "minimum",
+        "maximum",
+    )
 
 
 @dataclass(frozen=True)
@@ -180,10 +207,10 @@ class ClassifierLightGBMSettings(SettingsBase):
 
     section: ClassVar[str] = "classifier.lightgbm"
 
-    n_estimators: int = 500
-    learning_rate: float = 0.08
-    num_leaves: int = 127
-    min_child_samples: int = 10
+    n_estimators: int = 150
+    learning_rate: float = 0.1
+    num_leaves: int = 255
+    min_child_samples: int = 20
     subsample: float = 0.8
     colsample_bytree: float = 0.3
     reg_lambda: float = 1.0
@@ -200,8 +227,9 @@ class ClassifierSettings(SettingsBase):
             or e_above_hull, eV/atom), e.g. Bartel 2020 ΔH_d; never used for evaluation; null = none
         max_labels: random subset of this many store labels (and extra labels) for quick test runs;
             null = all
-        n_folds: folds of the stratified and the chemsys-grouped CV; the stratified fold models are
-            the ensemble
+        n_folds: folds of the stratified CV; its fold models are the shipped ensemble
+        n_grouped_folds: folds of the chemsys-grouped CV (evaluation only; fewer folds = less
+            training data per fold, a slightly pessimistic estimate)
         test_fraction: fraction of store labels held out (stratified) as the final test split
         seed: seed of splits, subsampling and LightGBM (same seed, same metrics)
         calibration: probability calibration fit on the out-of-fold predictions
@@ -214,8 +242,10 @@ class ClassifierSettings(SettingsBase):
         min_element_count: a prediction is out of domain when one of its elements is in fewer
             training formulas than this
         ece_bins: equal-width probability bins of the expected calibration error
-        n_bootstrap: row-bootstrap replicates of the 95% intervals on the held-out test split
-        n_bootstrap_cv: row-bootstrap replicates of the 95% intervals on the out-of-fold CV rows
+        n_bootstrap: row-bootstrap replicates of the 95% intervals on the held-out test split (0 =
+            point values only)
+        n_bootstrap_cv: row-bootstrap replicates of the 95% intervals on the out-of-fold CV rows (0
+            = point values only)
         lightgbm: LightGBM (scikit-learn API) hyperparameters; threads come from the rule
     """
 
@@ -225,6 +255,7 @@ class ClassifierSettings(SettingsBase):
     extra_labels: str | None = None
     max_labels: int | None = None
     n_folds: int = 5
+    n_grouped_folds: int = 3
     test_fraction: float = 0.1
     seed: int = 42
     calibration: Literal["isotonic", "platt", "none"] = "isotonic"
