@@ -111,7 +111,9 @@ def test_surrogate_learns_and_reports(oxides, table, mgo, tmp_path):
         "p_metal_ml",
         "gap_hse_est",
         "gap_hse_est_std",
+        "gap_model",
     ]
+    assert pred["gap_model"].tolist() == ["structure", ""]  # the default model; no number, no name
     assert pred["gap_pbe_ml"].iloc[0] > 2.0  # MgO is a wide-gap insulator (MP PBE ~4.4 eV)
     assert pred["gap_hse_est"].iloc[0] > pred["gap_pbe_ml"].iloc[0]
     assert np.isnan(pred["gap_pbe_ml"].iloc[1])  # unknown element: not featurisable, no number
@@ -186,3 +188,97 @@ def test_composition_prior_baseline():
         tf, ts, tg, np.array(["MgO", "MgO2", "NaCl"]), np.array(["Mg-O", "Mg-O", "Cl-Na"])
     )
     assert out.tolist() == [4.5, 4.0, 3.0]  # same formula; same system; training median
+
+
+# --------------------------------------------------------------------------------------
+# structure-aware model: site-environment features, model switch
+# --------------------------------------------------------------------------------------
+
+
+def _cell(sg: str, a: float, species: list[str], coords: list[list[float]]):
+    from pymatgen.core import Lattice, Structure
+
+    return Structure.from_spacegroup(sg, Lattice.cubic(a), species, coords)
+
+
+def test_site_features_known_cells(table, mgo):
+    from matdisco.screen import gap_structure as G
+    from matdisco.store import StructureArrays
+
+    nacl = _cell("Fm-3m", 5.64, ["Na", "Cl"], [[0, 0, 0], [0.5, 0.5, 0.5]])
+    cu = _cell("Fm-3m", 3.61, ["Cu"], [[0, 0, 0]])
+    zns = _cell("F-43m", 5.41, ["Zn", "S"], [[0, 0, 0], [0.25, 0.25, 0.25]])
+    X = G.site_environment_features(StructureArrays.from_structures([nacl, cu, zns, mgo]), table)
+    assert X.shape == (4, len(G.site_feature_names()))
+    f = [dict(zip(G.site_feature_names(), row, strict=True)) for row in X]
+    # rock salt: every site 6-coordinated by the other element at a/2
+    for rs, a in ((f[0], 5.64), (f[3], 4.21)):
+        assert rs["site_cn_shell_min"] == rs["site_cn_shell_max"] == 6
+        assert rs["site_anion_cn_bond_mean"] == 6
+        assert rs["site_d1_mean_A"] == pytest.approx(a / 2, rel=1e-6)
+        assert rs["site_econ_mean"] == pytest.approx(6.0, abs=0.05)
+        assert rs["site_hetero_mean"] == 1.0 and rs["site_like_mean"] == 0.0
+        assert rs["site_bond_disp_max"] == pytest.approx(0.0, abs=1e-6)
+    assert f[0]["site_cation_cn_bond_mean"] == 6  # Na-Na at 1.20 x the radii sum: no bond
+    # Mg-Mg in MgO sits at 1.06 x the covalent radii sum: counted as a contact (documented)
+    assert f[3]["site_cation_cn_bond_mean"] == 18
+    assert f[0]["site_dchi_mean"] == pytest.approx(3.16 - 0.93, abs=1e-6)  # Pauling Cl - Na
+    # fcc metal: 12 like neighbours, no anion
+    assert f[1]["site_cn_shell_mean"] == f[1]["site_cn_bond_mean"] == 12
+    assert f[1]["site_like_mean"] == 1.0 and f[1]["site_dchi_mean"] == 0.0
+    assert np.isnan(f[1]["site_anion_cn_bond_mean"])
+    # zinc blende: tetrahedral
+    assert f[2]["site_cn_shell_mean"] == 4 and f[2]["site_cation_cn_bond_mean"] == 4
+    assert f[2]["site_d1_mean_A"] == pytest.approx(5.41 * np.sqrt(3) / 4, rel=1e-6)
+    # everything but the anion statistics of the unary cell is finite
+    anion_cols = [i for i, n in enumerate(G.site_feature_names()) if n.startswith("site_anion")]
+    assert np.isfinite(np.delete(X, anion_cols, axis=1)).all()
+    assert np.isfinite(X[[0, 2, 3]]).all()
+
+
+def test_site_features_finite_on_store_entries(oxides, table):
+    from matdisco.screen import gap_structure as G
+
+    df, arrays = oxides
+    X = G.site_environment_features(arrays.take(np.arange(300)), table)
+    multi = df["chemsys"].iloc[:300].str.contains("-").to_numpy()
+    assert np.isfinite(X[multi]).all()
+    names = G.site_feature_names()
+    cn = X[:, names.index("site_cn_shell_mean")]
+    assert (cn >= 1).all() and (cn <= 16).all()  # sensible first-shell coordination
+    d1 = X[:, names.index("site_d1_mean_A")]
+    assert (d1 > 0.9).all() and (d1 < 3.5).all()  # nearest-neighbour distances, Å
+
+
+@pytest.mark.parametrize("kind", ["structure", "composition"])
+def test_model_switch_trains_predicts_and_names_the_model(oxides, table, mgo, kind):
+    from matdisco.store import StructureArrays
+
+    df, arrays = oxides
+    settings = ScreenBandgapSettings.from_config(
+        {
+            "model": kind,
+            "n_members": 2,
+            "evaluate_random_split": False,
+            "n_bootstrap": 20,
+            "max_train": 600,
+            "lightgbm": {"n_estimators": 30, "num_leaves": 15, "learning_rate": 0.1},
+        }
+    )
+    model, metrics, _ = B.train_gap_surrogate(
+        df["formula"].tolist(), df["band_gap"].to_numpy(), arrays, table, settings=settings
+    )
+    has_sites = any(n.startswith("site_") for n in model.feature_names)
+    assert has_sites == (kind == "structure") and model.kind == kind
+    assert metrics["gap_model"] == kind
+    assert ("site-environment" in metrics["features"]) == (kind == "structure")
+    pred = B.predict_gaps(model, ["MgO"], StructureArrays.from_structures([mgo]))
+    assert pred["gap_model"].tolist() == [kind]
+    assert np.isfinite(pred["gap_pbe_ml"]).all() and pred["gap_pbe_ml"].iloc[0] > 1.0
+
+
+def test_model_switch_rejects_unknown_and_old_pickles_read_as_composition():
+    with pytest.raises(ValueError, match="unknown screen.bandgap.model"):
+        B._model_kind({"model": "gnn"})
+    assert B._model_kind({"structure_features": True}) == "composition"  # pre-switch pickles
+    assert ScreenBandgapSettings().model == "structure"

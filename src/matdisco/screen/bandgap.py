@@ -12,7 +12,13 @@ and the cross-fitted coverage after rescaling (scale fit on one half of the held
 measured on the other). Features:
 Magpie-style composition features (:mod:`matdisco.features`) plus cheap structure features
 of the (relaxed) cell: volume per atom, density, packing fraction of covalent spheres, volume
-per atom relative to the elements' ground-state volumes, and two lattice-length ratios.
+per atom relative to the elements' ground-state volumes, and two lattice-length ratios. Two
+models (``screen.bandgap.model``): ``structure`` (default) adds the site-environment
+statistics of :mod:`matdisco.screen.gap_structure` (coordination, normalised neighbour
+distances, bond-length dispersion, electronegativity difference / ionic character over
+bonds, cation-cation and anion-anion contacts; 61 columns from a periodic neighbour list);
+``composition`` is the earlier model without them (the fallback). The output column
+``gap_model`` names the model that gave each ``gap_pbe_ml``.
 The LightGBM members are fit and averaged by :mod:`matdisco.core.lgbm` (shared with the
 stability classifier); settings are :class:`matdisco.settings.ScreenBandgapSettings`, the
 parity plot lives in :mod:`matdisco.screen.plots`, the held-out evaluation helpers (errors,
@@ -82,6 +88,7 @@ if TYPE_CHECKING:
     from matdisco.store import StructureArrays
 
 __all__ = [
+    "GAP_MODELS",
     "SETYAWAN_2011",
     "STRUCTURE_FEATURES",
     "structure_features",
@@ -106,6 +113,9 @@ log = logging.getLogger(__name__)
 #: Setyawan et al., ACS Comb. Sci. 13, 382 (2011): E_g(expt) ~= 1.348 E_g(PBE) + 0.913 eV
 #: (the default ``screen.bandgap.hse_mapping``)
 SETYAWAN_2011: dict[str, Any] = ScreenBandgapHSEMappingSettings().to_dict()
+
+#: values of ``screen.bandgap.model`` (and of the output column ``gap_model``)
+GAP_MODELS = ("structure", "composition")
 
 STRUCTURE_FEATURES = (
     "struct_volume_per_atom",
@@ -176,12 +186,15 @@ def gap_features(
     feature_settings: FeaturesSettings | Mapping[str, Any] | None,
     *,
     use_structure: bool = True,
+    use_sites: bool = False,
 ) -> tuple[np.ndarray, list[str], np.ndarray]:
     """Feature matrix of the gap surrogate.
 
     Composition features come from :func:`matdisco.features.featurize` (its settings except
-    the per-element fractions, which add ~90 sparse columns and no accuracy here); structure
-    features from :func:`structure_features` when ``use_structure``.
+    the per-element fractions, which add ~90 sparse columns and no accuracy here); cell
+    features from :func:`structure_features` when ``use_structure``; site-environment
+    features (:func:`matdisco.screen.gap_structure.site_environment_features`, without the
+    local property differences, which did not help) when ``use_sites``.
 
     Returns:
         (X float32, feature names, valid mask).
@@ -192,17 +205,40 @@ def gap_features(
     kw["element_fractions"] = False
     fs = featurize(list(formulas), table, **kw)
     X, names = fs.X, list(fs.feature_names)
+    if (use_structure or use_sites) and (arrays is None or len(arrays) != len(formulas)):
+        raise ValueError("structure features need one structure per formula")
     if use_structure:
-        if arrays is None or len(arrays) != len(formulas):
-            raise ValueError("structure features need one structure per formula")
         X = np.hstack([X, structure_features(arrays, table)])
         names += list(STRUCTURE_FEATURES)
+    if use_sites:
+        from matdisco.screen.gap_structure import site_environment_features, site_feature_names
+
+        X = np.hstack([X, site_environment_features(arrays, table, local_differences=False)])
+        names += site_feature_names(local_differences=False)
     return X.astype(np.float32), names, fs.valid.copy()
 
 
 # --------------------------------------------------------------------------------------
 # model
 # --------------------------------------------------------------------------------------
+
+
+def _model_kind(settings: Mapping[str, Any] | ScreenBandgapSettings) -> str:
+    """``structure`` | ``composition`` of a settings object or dict (older pickles: composition)."""
+    kind = settings.get("model", "composition") if isinstance(settings, Mapping) else settings.model
+    if kind not in GAP_MODELS:
+        raise ValueError(f"unknown screen.bandgap.model {kind!r} ({' | '.join(GAP_MODELS)})")
+    return str(kind)
+
+
+def _uses_structures(settings: Mapping[str, Any] | ScreenBandgapSettings) -> bool:
+    """Whether the model needs the structures (cell or site features)."""
+    cell = (
+        settings["structure_features"]
+        if isinstance(settings, Mapping)
+        else settings.structure_features
+    )
+    return bool(cell) or _model_kind(settings) == "structure"
 
 
 class GapSurrogate:
@@ -231,6 +267,11 @@ class GapSurrogate:
         self.element_table = element_table
         #: multiplies the member spread into gap_pbe_ml_std (fitted on held-out errors)
         self.spread_scale = 1.0
+
+    @property
+    def kind(self) -> str:
+        """``structure`` (composition + cell + site-environment features) | ``composition``."""
+        return _model_kind(self.settings)
 
     def member_predictions(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Per-member PBE gaps (n_members, N) and P(metal) (n_members, N)."""
@@ -307,7 +348,7 @@ def train_gap_surrogate(
     Args:
         formulas: reduced formulas of the training entries.
         gaps: their PBE band gaps, eV (NaN rows are dropped).
-        arrays: their structures (needed when ``structure_features``).
+        arrays: their structures (needed by the ``structure`` model and the cell features).
         table: the element table of the featuriser.
         settings: ``screen.bandgap`` settings (a mapping is read with
             :meth:`ScreenBandgapSettings.from_config`; None = the defaults).
@@ -328,8 +369,18 @@ def train_gap_surrogate(
         keep = np.sort(rng.choice(keep, s.max_train, replace=False))
     formulas = [formulas[i] for i in keep]
     y = gaps[keep]
+    if _uses_structures(s) and arrays is None:
+        raise ValueError("the structure model and the cell features need the structures")
     sub = arrays.take(keep) if arrays is not None else None
-    X, names, valid = gap_features(formulas, sub, table, fset, use_structure=s.structure_features)
+    kind = _model_kind(s)
+    X, names, valid = gap_features(
+        formulas,
+        sub,
+        table,
+        fset,
+        use_structure=s.structure_features,
+        use_sites=kind == "structure",
+    )
     X, y, formulas = X[valid], y[valid], [f for f, v in zip(formulas, valid, strict=True) if v]
     t_feat = time.perf_counter() - t0
     test = _group_split(np.asarray(formulas), s.test_fraction, rng)
@@ -386,10 +437,13 @@ def train_gap_surrogate(
     model.spread_scale = scale
     metrics: dict[str, Any] = {
         "target": "PBE band gap (store column band_gap; Materials Project GGA/GGA+U), eV",
+        "gap_model": kind,
         "model": f"{k}-member ensemble of two-stage LightGBM "
         "(metal classifier + non-metal gap regressor)",
-        "features": f"{len(names)} "
-        f"({'composition + structure' if s.structure_features else 'composition'})",
+        "features": f"{len(names)} (composition"
+        + (" + cell" if s.structure_features else "")
+        + (" + site-environment" if kind == "structure" else "")
+        + ")",
         "protocol": "one ensemble, trained on the rows outside both test splits, scores the "
         "formula-grouped and the random-row test split; MAE intervals: 95% row bootstrap "
         f"({s.n_bootstrap} replicates); window MAE: true gap in [{window[0]:g}, {window[1]:g}] eV",
@@ -466,7 +520,9 @@ def predict_gaps(
 
     Returns:
         DataFrame with ``gap_pbe_ml``, ``gap_pbe_ml_std``, ``p_metal_ml``, ``gap_hse_est``,
-        ``gap_hse_est_std`` (eV; NaN where the formula cannot be featurised).
+        ``gap_hse_est_std`` (eV; NaN where the formula cannot be featurised) and ``gap_model``
+        (the model that gave the row's numbers, ``structure`` | ``composition``; empty where
+        there is no number).
     """
     from matdisco.features import ElementTable
 
@@ -477,6 +533,7 @@ def predict_gaps(
         table,
         model.feature_settings,
         use_structure=bool(model.settings["structure_features"]),
+        use_sites=model.kind == "structure",
     )
     if names != model.feature_names:
         raise ValueError("feature columns differ from the model's (featuriser settings changed?)")
@@ -494,7 +551,9 @@ def predict_gaps(
         cols["p_metal_ml"][valid] = pm.mean(axis=0)
         mean, sd = lgbm.ensemble_mean_std(hse)
         cols["gap_hse_est"][valid], cols["gap_hse_est_std"][valid] = mean, scale * sd
-    return pd.DataFrame(cols)
+    out = pd.DataFrame(cols)
+    out["gap_model"] = np.where(np.isfinite(out["gap_pbe_ml"].to_numpy()), model.kind, "")
+    return out
 
 
 # --------------------------------------------------------------------------------------
@@ -580,6 +639,7 @@ BANDGAP_COLUMNS = (
     "p_metal_ml",
     "gap_hse_est",
     "gap_hse_est_std",
+    "gap_model",
     "gap_hse_vasp",
     "gap_pbe_gpaw",
     "gap_hse_est_gpaw",
@@ -637,7 +697,7 @@ def screen_bandgap(
     else:
         table = ElementTable.from_files(magpie_table)
     train = read_entries(store, ["formula", "band_gap"])
-    arrays = read_structure_arrays(store) if s.structure_features else None
+    arrays = read_structure_arrays(store) if _uses_structures(s) else None
     model, metrics, held = train_gap_surrogate(
         train["formula"].astype(str).tolist(),
         train["band_gap"].to_numpy(dtype=float),
@@ -650,7 +710,7 @@ def screen_bandgap(
     metrics["hse_mapping"] = s.hse_mapping.to_dict()
     metrics["method"] = method
     cand = read_entries(candidates)
-    carr = read_structure_arrays(candidates) if s.structure_features else None
+    carr = read_structure_arrays(candidates) if _uses_structures(s) else None
     pred = predict_gaps(model, cand["formula"].astype(str).tolist(), carr)
     table_out = pd.concat([cand[["id", "formula"]].reset_index(drop=True), pred], axis=1)
     for c in ("gap_hse_vasp", "gap_pbe_gpaw", "gap_hse_est_gpaw"):

@@ -148,6 +148,9 @@ class ScreenBandgapSettings(SettingsBase):
     paths.
 
     Attributes:
+        model: structure = composition + cell + site-environment features of the relaxed
+            structure (neighbour-list statistics); composition = the earlier composition (+ cell)
+            model, kept as the fallback
         structure_features: add cheap structure features (volume/atom, density, packing, lattice
             ratios) to the composition features
         test_fraction: fraction of reduced formulas held out for the reported MAE (grouped split)
@@ -170,6 +173,7 @@ class ScreenBandgapSettings(SettingsBase):
 
     section: ClassVar[str] = "screen.bandgap"
 
+    model: Literal["structure", "composition"] = "structure"
     structure_features: bool = True
     test_fraction: float = 0.1
     n_members: int = 3
