@@ -18,6 +18,8 @@ report: "workflow/report/workflow.rst"
 
 
 include: "workflow/rules/common.smk"
+# before the stage files: it defines KNOWN (the known slice with the knowledge base, loop.use)
+include: "workflow/rules/loop.smk"
 include: "workflow/rules/data.smk"
 include: "workflow/rules/classifier.smk"
 include: "workflow/rules/recommender.smk"

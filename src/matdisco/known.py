@@ -11,13 +11,18 @@ named (``;``-joined, in this order):
 * ``user``: files of known formulas (``known.formulas_file``: one formula a line, or a CSV
   (.gz) with a ``formula`` column; the default adds the bundled Bartel et al. (2020) MP formula
   set, which knows e.g. MgMn2O3, absent from the store and the CrabNet labels).
+* ``loop``: the closed loop's knowledge base (:mod:`matdisco.loop`, ``loop.use``): formulas of
+  candidates relaxed by earlier runs (any energy scale: known-ness uses no energies). The
+  workflow passes it as a ``loop`` entry of the ``known`` slice
+  (:func:`matdisco.loop.workflow_view`; not a config key of ``known``).
 
 A **structure** is known when the shared comparison service :mod:`matdisco.core.matching`
 (pymatgen ``StructureMatcher`` on primitive, volume-scaled cells, with the pool's tolerances and
 fingerprint pre-filter, :func:`matdisco.pool.match_settings`) matches it with any stored
-structure of the same reduced formula, or with a reference structure built for a known formula
-that has no stored one (:mod:`matdisco.relax.reference`, origin ``template:<parent>``);
-:func:`match_known_structure` says which.
+structure of the same reduced formula, a knowledge-base structure of an earlier run
+(``loop (<run>)``), or a reference structure built for a known formula that has no stored one
+(:mod:`matdisco.relax.reference`, origin ``template:<parent>``); :func:`match_known_structure`
+says which.
 """
 
 from __future__ import annotations
@@ -50,7 +55,7 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-SOURCES = ("icsd", "store", "labels", "user")
+SOURCES = ("icsd", "store", "labels", "user", "loop")
 
 
 @functools.lru_cache(maxsize=65536)
@@ -110,9 +115,34 @@ def read_formulas_file(path: str | Path) -> list[str]:
 
 @dataclass
 class KnownCompositions:
-    """Reduced formulas known per source (:data:`SOURCES`)."""
+    """Reduced formulas known per source (:data:`SOURCES`).
+
+    Attributes:
+        sources: source name -> reduced formulas.
+        loop_records: the knowledge-base records behind the ``loop`` source
+            (:data:`matdisco.loop.RECORD_FIELDS`; empty without ``loop.use``).
+    """
 
     sources: dict[str, set[str]] = field(default_factory=dict)
+    loop_records: pd.DataFrame | None = field(default=None, compare=False, repr=False)
+    _loop_cache: dict[str, list[Any]] = field(
+        default_factory=dict, init=False, compare=False, repr=False
+    )
+
+    def loop_structures(self, formula: str) -> list[tuple[str, str, Structure]]:
+        """(record id, source run, Structure) of the knowledge-base records of ``formula``."""
+        from matdisco.loop import record_structure
+
+        if self.loop_records is None or not len(self.loop_records):
+            return []
+        cache = self._loop_cache
+        f = _safe_reduce(formula)
+        if f not in cache:
+            recs = self.loop_records[self.loop_records["formula"] == f]
+            cache[f] = [
+                (str(r["id"]), str(r["run_name"]), record_structure(r)) for _, r in recs.iterrows()
+            ]
+        return cache[f]
 
     @classmethod
     def from_store(
@@ -121,6 +151,7 @@ class KnownCompositions:
         *,
         labels: bool = True,
         formulas_file: str | Path | Sequence[str | Path] | None = None,
+        loop: Mapping[str, Any] | None = None,
     ) -> KnownCompositions:
         """Known compositions from the entry store, its label table and an optional user file.
 
@@ -129,6 +160,8 @@ class KnownCompositions:
             labels: use the store's formula-level label table as a source.
             formulas_file: optional file(s) of further known formulas (``known.formulas_file``;
                 plain or .gz).
+            loop: the knowledge-base entry of :func:`matdisco.loop.workflow_view` (None: no
+                ``loop`` source).
         """
         from matdisco.store import read_entries, read_labels
 
@@ -140,6 +173,7 @@ class KnownCompositions:
             "store": set(formulas),
             "labels": set(),
             "user": set(),
+            "loop": set(),
         }
         if labels:
             lab = read_labels(store_path)
@@ -150,7 +184,13 @@ class KnownCompositions:
         )
         for f in files:
             src["user"] |= set(read_formulas_file(f))
-        kc = cls(src)
+        loop_records = None
+        if loop:
+            from matdisco.loop import read_loop_records
+
+            loop_records = read_loop_records(loop)
+            src["loop"] = set(loop_records["formula"].astype(str))
+        kc = cls(src, loop_records)
         log.info(
             "known compositions: %s",
             ", ".join(f"{k} {len(v)}" for k, v in kc.sources.items()),
@@ -161,10 +201,14 @@ class KnownCompositions:
     def from_config(
         cls, store_path: str | Path, cfg: Mapping[str, Any] | None
     ) -> KnownCompositions:
-        """From the ``known`` config section (``labels``, ``formulas_file``)."""
+        """From the ``known`` config section (``labels``, ``formulas_file``), plus the ``loop``
+        entry the workflow adds when ``loop.use`` is on (:func:`matdisco.loop.workflow_view`)."""
         cfg = dict(cfg or {})
         return cls.from_store(
-            store_path, labels=bool(cfg.get("labels", True)), formulas_file=cfg.get("formulas_file")
+            store_path,
+            labels=bool(cfg.get("labels", True)),
+            formulas_file=cfg.get("formulas_file"),
+            loop=cfg.get("loop"),
         )
 
     def source_of(self, formula: str) -> str:
@@ -280,7 +324,8 @@ def annotate_structures(
     A candidate's structure is known when (first that applies):
 
     * the pool matched it, as generated, with a stored structure (``store (as generated)``);
-    * its relaxed structure matches a stored structure of its formula (``store (relaxed)``), or a
+    * its relaxed structure matches a stored structure of its formula (``store (relaxed)``), a
+      knowledge-base structure of an earlier run (``loop (<run>)``, id ``kb-...``), or a
       reference phase of that formula recomputed with the backend (``reference (relaxed)``);
     * it matches a reference stand-in built from a template for a known formula without a
       stored structure (``reference template stand-in``): it is then the same guess as the
@@ -324,12 +369,20 @@ def annotate_structures(
             hit = _first_match(stored_index[f, fs], s, fs)
             src = "store (relaxed)" if hit else ""
             if not hit:
+                loop_refs = known.loop_structures(fs)
+                if loop_refs:
+                    hit = match_known_structure(s, [(i, r) for i, _, r in loop_refs], settings)
+                    runs = {i: run for i, run, _ in loop_refs}
+                    src = f"loop ({runs[hit]})" if hit else ""
+            if not hit:
                 for rid, origin, r in refs.get(f, []):
                     if match_known_structure(s, [(rid, r)], settings):
                         hit = rid
                         src = (
                             "reference template stand-in"
                             if str(origin).startswith("template")
+                            else f"loop ({str(origin)[5:].split('/')[0]})"
+                            if str(origin).startswith("loop:")
                             else "reference (relaxed)"
                         )
                         break

@@ -10,6 +10,8 @@ CLASSIFIER_EXTRA_LABELS = (
     if config["classifier"]["extra_labels"]
     else {}
 )
+# loop.use + loop.labels: the same labels plus knowledge-base E_hull labels (loop.smk)
+CLASSIFIER_EXTRA_LABELS = LOOP_EXTRA_LABELS or CLASSIFIER_EXTRA_LABELS
 # element tables of the features (the ElMD scale table is optional)
 FEATURE_TABLES = {"magpie": config["features"]["magpie_table"]}
 if config["features"]["elmd_table"]:

@@ -55,6 +55,7 @@ rule pool_candidates:
         # exists; a lambda, because rules included after this file are only known later
         candidates=lambda wildcards: [out("generate/templates/candidates.h5")]
         + ([out("generate/gan/candidates.h5")] if rules.has("generate_gan") else []),
+        loop=LOOP_VERSIONS,  # knowledge-base versions read (loop.use; loop.smk)
         store=out("data/entries.h5"),
     output:
         pool=out("candidates/pool.h5"),
@@ -72,7 +73,7 @@ rule pool_candidates:
     params:
         settings=config["pool"],
         code=script_code("../scripts/pool_candidates.py"),
-        known=config["known"],
+        known=KNOWN,
     log:
         logf("pool_candidates"),
     benchmark:

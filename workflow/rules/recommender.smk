@@ -81,6 +81,7 @@ rule propose:
         **PROPOSE_CLASSIFIER,
         store=out("data/entries.h5"),
         recommender=out("recommender/model.pkl"),
+        loop=LOOP_VERSIONS,  # knowledge-base versions read (loop.use; loop.smk)
     output:
         proposals=out("proposals/proposals.csv"),
         summary=out("proposals/summary.json"),
@@ -92,7 +93,7 @@ rule propose:
     params:
         target=config["target"],
         settings=config["propose"],
-        known=config["known"],
+        known=KNOWN,
         code=script_code("../scripts/propose.py"),
     conda:
         ENV

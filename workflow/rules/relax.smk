@@ -72,6 +72,7 @@ checkpoint split_pool:
 rule relax_reference:
     input:
         store=out("data/entries.h5"),
+        loop=LOOP_VERSIONS,  # knowledge-base versions read (loop.use; loop.smk)
     output:
         records=out("relax/reference.jsonl"),
         table=out("relax/reference.csv"),
@@ -85,7 +86,7 @@ rule relax_reference:
         templates=config["templates"],
         oxidation_states=config["target"]["oxidation_states"],
         match=POOL_MATCH,
-        known=config["known"],
+        known=KNOWN,
         # kept when the job fails or is killed (not an output): the rerun resumes from it
         progress=out("relax/progress/reference.jsonl"),
         code=script_code("../scripts/relax_reference.py"),
@@ -178,6 +179,7 @@ rule ehull:
         reference_records=out("relax/reference.jsonl"),
         pool=out("candidates/pool.csv"),
         selected=out("relax/selected.csv"),
+        loop=LOOP_VERSIONS,  # knowledge-base versions read (loop.use; loop.smk)
     output:
         table=report(
             out("relax/ehull.csv"),
@@ -194,7 +196,7 @@ rule ehull:
         thresholds=config["ehull"]["thresholds"],
         reference_mode=config["ehull"]["reference"]["mode"],
         code=script_code("../scripts/ehull.py"),
-        known=config["known"],
+        known=KNOWN,
         match=POOL_MATCH,
         below_hull_tolerance=config["ehull"]["below_hull_tolerance"],
     log:

@@ -12,7 +12,7 @@ import pandas as pd
 
 from matdisco.features import FeatureSet
 
-__all__ = ["PRIMARY", "LabelSet", "load_labels"]
+__all__ = ["PRIMARY", "LabelSet", "load_labels", "read_extra_labels"]
 
 log = logging.getLogger("matdisco.classifier")
 
@@ -37,8 +37,13 @@ class LabelSet:
     rejected: pd.DataFrame
 
 
-def _read_extra_labels(path: str | Path) -> pd.DataFrame:
-    """Bartel-style table: formula + decomposition_enthalpy (or e_above_hull) in eV/atom."""
+def read_extra_labels(path: str | Path) -> pd.DataFrame:
+    """Bartel-style table: formula + decomposition_enthalpy (or e_above_hull) in eV/atom.
+
+    A ``label_source`` column, when present, names each row's source (the merged table of
+    :func:`matdisco.loop.write_extra_labels`: configured extra labels plus knowledge-base
+    labels, ``loop:<run> (<energy scale>)``); otherwise the file's kind names it.
+    """
     df = pd.read_csv(path, keep_default_na=False, na_values=[""])
     if "decomposition_enthalpy" in df.columns:
         energy = df["decomposition_enthalpy"].astype(float).clip(lower=0.0)  # E_hull = max(ΔH_d, 0)
@@ -48,6 +53,8 @@ def _read_extra_labels(path: str | Path) -> pd.DataFrame:
         source = Path(path).name
     else:
         raise ValueError(f"{path}: needs a decomposition_enthalpy or e_above_hull column")
+    if "label_source" in df.columns:
+        source = df["label_source"].fillna(source).astype(str)
     return pd.DataFrame(
         {"formula": df["formula"].astype(str), "e_above_hull": energy, "label_source": source}
     )
@@ -90,7 +97,7 @@ def load_labels(
         )
     ]
     if extra_labels is not None:
-        extra = _read_extra_labels(extra_labels)
+        extra = read_extra_labels(extra_labels)
         extra["primary"] = False
         frames.append(extra)
     lab = pd.concat(frames, ignore_index=True)

@@ -16,6 +16,11 @@ budget. Known formulas with a label within the window but no stored structure (t
 2018 set lacks e.g. MgMn2O4) get a template-built stand-in, relaxed the same way and marked
 ``origin = template:<parent>`` (:func:`template_phases`, in
 :mod:`matdisco.relax.reference_templates`, re-exported here).
+
+With the closed loop (``loop.use``, :mod:`matdisco.loop`) every knowledge-base record of the
+chemical system *on the backend's energy scale* joins the reference as computed by its run (not
+recomputed; ``origin = loop:<run>/<candidate id>``, ``steps`` 0); records on another scale are
+skipped and counted in the log. A formula so covered gets no template stand-in.
 """
 
 from __future__ import annotations
@@ -245,7 +250,9 @@ def compute_reference(
         templates: the ``templates`` config section (template phases).
         oxidation_states: ``target.oxidation_states`` (template phases).
         match: StructureMatcher tolerances (the ``pool`` section).
-        known: the ``known`` config section (sources of known formulas).
+        known: the ``known`` config section (sources of known formulas), with the ``loop``
+            entry of :func:`matdisco.loop.workflow_view` when ``loop.use`` is on (knowledge-base
+            phases on the backend's scale join the reference).
     """
     from matdisco.relax.backends import get_backend
 
@@ -260,11 +267,24 @@ def compute_reference(
     )
     sel["origin"] = "store"
     sel["label_e_above_hull"] = sel["e_above_hull"] if "e_above_hull" in sel.columns else np.nan
+    loop_entry = (known or {}).get("loop")
     if backend == "vasp":
         ref = vasp_reference(store_path, sel, elements, reference.elemental_references)
-        write_records(out_jsonl, [], {"backend": "vasp", "mode": "store", "n": len(ref)})
+        loop_rows, loop_structs = _loop_phases(loop_entry, elements, "vasp-pbe/mp2020")
+        ref = (
+            _with_model_hull(pd.concat([ref, loop_rows], ignore_index=True))
+            if len(loop_rows)
+            else ref
+        )
+        write_records(
+            out_jsonl,
+            _loop_results(loop_rows, loop_structs),
+            {"backend": "vasp", "mode": "store", "n": len(ref)},
+        )
         _write_csv(out_csv, ref)
         return ref
+    be = backend_obj or get_backend(backend, backend_options, threads=threads)
+    loop_rows, loop_structs = _loop_phases(loop_entry, elements, be.energy_scale)
     arrays = read_structure_arrays(store_path, sel.index.to_numpy())
     structures = arrays.structures()
     n_tpl = reference.max_template_phases
@@ -275,6 +295,13 @@ def compute_reference(
             max_e_above_hull=reference.max_e_above_hull,
             known=known,
         )
+        covered = set(loop_rows["formula"]) if len(loop_rows) else set()
+        if covered & set(missing["formula"]):
+            log.info(
+                "reference: no template stand-in for %s (knowledge-base phases on this scale)",
+                sorted(covered & set(missing["formula"])),
+            )
+            missing = missing[~missing["formula"].isin(covered)].reset_index(drop=True)
         tpl, tpl_structs = template_phases(
             store_path,
             missing,
@@ -292,7 +319,6 @@ def compute_reference(
             structures = structures + tpl_structs
             arrays = StructureArrays.from_structures(structures)
     ids = sel["id"].astype(str).tolist()
-    be = backend_obj or get_backend(backend, backend_options, threads=threads)
     mode = reference.mode
     fingerprint = content_hash(
         ids, arrays, {"backend": be.describe(), "relax": optimizer_settings(settings), "mode": mode}
@@ -334,10 +360,12 @@ def compute_reference(
             "label_e_above_hull": sel["label_e_above_hull"].to_numpy(dtype=float),
         }
     )
+    if len(loop_rows):
+        ref = pd.concat([ref, loop_rows.assign(energy_scale=be.energy_scale)], ignore_index=True)
     ref = _with_model_hull(ref)
     write_records(
         out_jsonl,
-        results,
+        list(results) + _loop_results(loop_rows, loop_structs, be.name),
         {
             **be.describe(),
             "mode": mode,
@@ -352,6 +380,48 @@ def compute_reference(
             "reference phases that failed (left out of the hull): %s", failed["id"].tolist()
         )
     return ref
+
+
+def _loop_phases(
+    entry: Mapping[str, Any] | None, elements: Sequence[str], energy_scale: str
+) -> tuple[pd.DataFrame, list[Any]]:
+    """Knowledge-base phases in the reference layout (empty without ``loop.use``)."""
+    if not entry:
+        return pd.DataFrame(columns=list(REFERENCE_COLUMNS)), []
+    from matdisco.loop import reference_rows
+
+    rows, structs = reference_rows(entry, elements, energy_scale)
+    rows = rows.assign(
+        energy_scale=energy_scale,
+        status="ok",
+        steps=0,
+        store_formation_energy_per_atom=np.nan,
+        store_e_above_hull=np.nan,
+        store_hull_e_above_hull=np.nan,
+        label_e_above_hull=np.nan,
+    )
+    return rows, structs
+
+
+def _loop_results(rows: pd.DataFrame, structs: list[Any], backend: str = "") -> list[RelaxResult]:
+    """Records of the knowledge-base phases for the reference JSON lines (their structures are
+    compared with the candidates by :mod:`matdisco.known`)."""
+    return [
+        RelaxResult(
+            id=str(r["id"]),
+            status="ok",
+            reason=str(r["reason"]),
+            converged=True,
+            energy_per_atom=float(r["energy_per_atom"]),
+            lattice=s.lattice.matrix.tolist(),
+            species=[str(x.specie) for x in s],
+            frac_coords=s.frac_coords.tolist(),
+            backend=backend,
+            energy_scale=str(r["energy_scale"]),
+            extra={"origin": str(r["origin"])},
+        )
+        for (_, r), s in zip(rows.iterrows(), structs, strict=True)
+    ]
 
 
 def _static(

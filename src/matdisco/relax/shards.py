@@ -124,7 +124,7 @@ def select_candidates(
             targets = dict.fromkeys(tgt[rows])
             per_gen.append(_interleave([[i for i in rows if tgt[i] == t] for t in targets]))
         idx = np.asarray(_interleave(per_gen), dtype=np.int64)
-    elif selection != "pool_order":
+    elif selection not in ("pool_order", "round_robin"):  # round_robin of an empty pool: none
         raise ValueError(f"unknown selection {selection!r} (pool_order | round_robin)")
     if max_candidates is not None:
         idx = idx[: int(max_candidates)]

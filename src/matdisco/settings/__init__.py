@@ -62,6 +62,7 @@ from matdisco.settings.core import (
     DataMPSettings,
     DataSettings,
     KnownSettings,
+    LoopSettings,
     TargetSettings,
 )
 from matdisco.settings.discovery import (
@@ -104,6 +105,7 @@ __all__ = [
     "TargetSettings",
     "DataSettings",
     "KnownSettings",
+    "LoopSettings",
     "DataBundledSettings",
     "DataMPSettings",
     "DataCifDirSettings",
@@ -157,6 +159,7 @@ class Settings(SettingsBase):
         target: the chemical space in which new compounds are proposed.
         data: where entries come from and how they are deduplicated.
         known: the one definition of known compositions and structures.
+        loop: the closed loop's knowledge base of relaxed candidates.
         generate: target compositions shared by the structure generators.
         recommender: tensor recommender of unreported ternary compositions.
         propose: candidate compositions of the target space, scored and ranked.
@@ -176,6 +179,7 @@ class Settings(SettingsBase):
     target: TargetSettings = field(default_factory=TargetSettings)
     data: DataSettings = field(default_factory=DataSettings)
     known: KnownSettings = field(default_factory=KnownSettings)
+    loop: LoopSettings = field(default_factory=LoopSettings)
     generate: GenerateSettings = field(default_factory=GenerateSettings)
     recommender: RecommenderSettings = field(default_factory=RecommenderSettings)
     propose: ProposeSettings = field(default_factory=ProposeSettings)

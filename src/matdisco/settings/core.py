@@ -19,6 +19,7 @@ __all__ = [
     "DataDedupeSettings",
     "DataSettings",
     "KnownSettings",
+    "LoopSettings",
 ]
 
 
@@ -159,3 +160,27 @@ class KnownSettings(SettingsBase):
 
     labels: bool = True
     formulas_file: str | tuple[str, ...] | None = None
+
+
+@dataclass(frozen=True)
+class LoopSettings(SettingsBase):
+    """``loop``: the closed loop's knowledge base (:mod:`matdisco.loop`).
+
+    Attributes:
+        enabled: append this run's relaxed candidates (relax/ehull.h5) to the knowledge base
+        use: read the knowledge base (records appended by other runs) for the known set, the
+            reference hull and the classifier labels
+        path: knowledge-base folder (index.json + one immutable vNNNN.jsonl per append)
+        max_e_above_hull: append only candidates with E_hull <= this, eV/atom; None = every
+            relaxed one
+        labels: with use, knowledge-base E_hull labels join the classifier's training-only
+            extra labels (formulas without an MP or extra label only)
+    """
+
+    section: ClassVar[str] = "loop"
+
+    enabled: bool = False
+    use: bool = False
+    path: str = "knowledge"
+    max_e_above_hull: float | None = None
+    labels: bool = True
