@@ -269,6 +269,10 @@ def _column_docs(
         ),
         "gap_pbe_ml_std": "standard deviation of gap_pbe_ml over the ensemble members, eV",
         "p_metal_ml": "surrogate probability that the PBE gap is zero (metal)",
+        "gap_model": (
+            "which surrogate gave gap_pbe_ml: structure (relaxed-structure site-environment "
+            "statistics + composition) or composition (composition-only fallback)"
+        ),
         "gap_hse_est": (
             f"HSE-level band gap ESTIMATE, eV: {mapping} applied to the surrogate members"
         ),
