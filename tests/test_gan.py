@@ -136,10 +136,10 @@ def test_deterministic_and_resumes_after_kill(data, tmp_path, monkeypatch):
 
     real_order = T._epoch_order
 
-    def crash_in_epoch_3(n, copies, seed, epoch):
+    def crash_in_epoch_3(n, copies, seed, epoch, *args, **kwargs):
         if epoch == 2:
             raise KeyboardInterrupt("simulated kill")
-        return real_order(n, copies, seed, epoch)
+        return real_order(n, copies, seed, epoch, *args, **kwargs)
 
     monkeypatch.setattr(T, "_epoch_order", crash_in_epoch_3)
     with pytest.raises(KeyboardInterrupt):
@@ -287,6 +287,33 @@ def test_random_masks_within_limits():
     assert len({tuple(c) for c in counts}) > 50  # varied
     again = T._random_masks(spec, 500, 9, np.random.default_rng(0))
     assert np.array_equal(masks, again)
+
+
+def test_epoch_order_packs_one_composition():
+    """PacGAN order: packs of one composition, every image at least ``copies`` times."""
+    counts = np.array([[1, 2, 4]] * 5 + [[1, 1, 3]] * 2 + [[2, 1, 4]])
+    order, _ = T._epoch_order(len(counts), 2, 0, 3, counts, pack=4)
+    assert len(order) % 4 == 0
+    packs = counts[order].reshape(-1, 4, 3)
+    assert (packs == packs[:, :1]).all()  # one composition per pack
+    seen = np.bincount(order, minlength=len(counts))
+    assert (seen >= 2).all()
+    again, _ = T._epoch_order(len(counts), 2, 0, 3, counts, pack=4)
+    assert np.array_equal(order, again)
+    plain, _ = T._epoch_order(len(counts), 2, 0, 3, counts, pack=1)
+    assert sorted(plain) == sorted(np.tile(np.arange(len(counts)), 2))
+
+
+def test_packing_critic_scores_packs(data):
+    """A packing critic gives one score per pack, and trains (finite losses, generator steps)."""
+    st = replace(TINY, model=replace(TINY.model, pack=2))
+    _, critic, _ = N._build(data.spec, st.model)
+    x = torch.as_tensor(data.images[:6], dtype=torch.float32)
+    assert critic(x).shape == (3,)
+    with pytest.raises(ValueError, match="multiple of pack"):
+        critic(x[:5])
+    _, hist, _ = G.train_gan(data, st, seed=0, device="cpu", threads=1)
+    assert np.isfinite(hist["critic_loss"]).all() and np.isfinite(hist["generator_loss"]).all()
 
 
 def test_code_version_covers_every_gan_module():

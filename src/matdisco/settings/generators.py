@@ -165,6 +165,11 @@ class GANModelSettings(SettingsBase):
             critic sees (0 = off)
         diversity_weight: weight of the mode-seeking term (Mao et al. 2019) in the generator loss,
             1 / (mean |G(z1) - G(z2)| / mean |z1 - z2|), against mode collapse (0 = off)
+        pack: images of one composition the critic scores jointly (PacGAN, Lin et al. 2018),
+            against mode collapse (1 = off, the paper's critic)
+        generator_init: initial weights of the generator: torch (torch's default, which starts the
+            generator collapsed: the noise barely reaches the output) | he (He-normal hidden layers,
+            output layer std 1/sqrt(fan_in): the noise moves the output as much as the data vary)
     """
 
     section: ClassVar[str] = "gan.model"
@@ -179,6 +184,8 @@ class GANModelSettings(SettingsBase):
     contact_random: bool = True
     instance_noise: float = 0.01
     diversity_weight: float = 0.0
+    pack: int = 1
+    generator_init: str = "torch"
 
 
 @dataclass(frozen=True)
@@ -217,12 +224,15 @@ class GANSampleSettings(SettingsBase):
     Attributes:
         per_composition: structures sampled per target composition (split over its cell sizes)
         max_sites: largest generated cell, sites; null = target.max_atoms
+        cell_sizes: how a composition's samples are split over its cell sizes: equal (the same
+            number per size) | sites (in proportion to the cell's number of sites)
     """
 
     section: ClassVar[str] = "gan.sample"
 
     per_composition: int = 300
     max_sites: int | None = None
+    cell_sizes: str = "equal"
 
 
 @dataclass(frozen=True)

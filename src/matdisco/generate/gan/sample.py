@@ -28,6 +28,7 @@ __all__ = [
     "GAN_PRIMITIVE_TOL",
     "sample_images",
     "formula_multiples",
+    "split_over_sizes",
     "dedupe_structures",
     "generate_structures",
     "generate_from_model",
@@ -80,6 +81,29 @@ def formula_multiples(formula: str, spec: PointCloudSpec, max_sites: int) -> lis
     return out
 
 
+def split_over_sizes(n: int, multiples: Sequence[Sequence[int]], how: str = "equal") -> np.ndarray:
+    """Samples per cell size: ``n`` split over ``multiples`` (atoms per element of each size).
+
+    ``equal``: the same number per size. ``sites``: in proportion to the number of sites (a
+    cell of 2 formula units gets twice the samples of 1). Rounding by largest remainder; the
+    split sums to ``n``. Why ``sites``: a small cell has few distinct arrangements (the 5-site
+    MgMnO3 cell has three free atoms after fixing the origin), so its samples are mostly
+    duplicates of each other; larger cells have more degrees of freedom.
+    """
+    k = len(multiples)
+    if how == "equal":
+        w = np.ones(k)
+    elif how == "sites":
+        w = np.array([sum(m) for m in multiples], dtype=float)
+    else:
+        raise ValueError(f"cell_sizes {how!r}: expected 'equal' or 'sites'")
+    exact = n * w / w.sum()
+    split = np.floor(exact).astype(int)
+    rest = n - int(split.sum())
+    split[np.argsort(-(exact - split), kind="stable")[:rest]] += 1
+    return split
+
+
 #: the GAN's structure comparison: space-group pre-filter at spglib symprec 0.1, no fingerprints
 GAN_SYMPREC = 0.1
 #: primitive-cell tolerance of the GAN's comparison, Angstrom (tighter than pymatgen's 0.25:
@@ -128,11 +152,12 @@ def generate_structures(
     validity: GANValiditySettings,
     dedupe: GANDedupeSettings | None = None,
     seed: int = 0,
+    cell_sizes: str = "equal",
 ) -> tuple[pd.DataFrame, list[Structure], dict[str, Any]]:
     """Sample, validate and deduplicate structures for each target formula.
 
-    Each formula's ``n_per_composition`` samples are split evenly over its cell sizes (1, 2, ...
-    formula units) that fit the slots and ``max_sites``.
+    Each formula's ``n_per_composition`` samples are split over its cell sizes (1, 2, ...
+    formula units) that fit the slots and ``max_sites`` by :func:`split_over_sizes`.
 
     Args:
         model: the trained model.
@@ -142,6 +167,8 @@ def generate_structures(
         validity: ``gan.validity`` thresholds.
         dedupe: ``gan.dedupe`` tolerances (None = the defaults).
         seed: seed of the noise.
+        cell_sizes: ``equal`` | ``sites`` (``gan.sample.cell_sizes``, see
+            :func:`split_over_sizes`).
 
     Returns:
         (entries, structures, summary): entries/structures are the valid, unique structures
@@ -169,8 +196,7 @@ def generate_structures(
             )
             per_formula[formula] = {"skipped": "does not fit the slots", "samples": 0}
             continue
-        split = np.full(len(multiples), n_per_composition // len(multiples))
-        split[: n_per_composition % len(multiples)] += 1
+        split = split_over_sizes(n_per_composition, multiples, cell_sizes)
         stats = dict.fromkeys(
             ["samples", "lattice_ok", "composition_ok", "distance_ok", "valid"], 0
         )
@@ -214,6 +240,7 @@ def generate_structures(
             keep.append(s)
         stats["unique"] = len(groups)
         stats["multiples"] = [list(m) for m in multiples]
+        stats["samples_per_multiple"] = [int(n) for n in split]
         stats["invalid_reasons"] = reasons
         stats["dedupe_seconds"] = round(t_dd, 2)
         for key in ("lattice_ok", "composition_ok", "distance_ok", "valid"):
@@ -261,6 +288,7 @@ def generate_structures(
         else None,
         "per_formula": per_formula,
         "composition_by_construction": use_counts,
+        "cell_sizes": cell_sizes,
         "validity": validity.to_dict(),
         "dedupe": {**dd, "symprec": GAN_SYMPREC, "primitive_tol": GAN_PRIMITIVE_TOL},
     }
@@ -319,6 +347,7 @@ def generate_from_model(
         validity=settings.validity,
         dedupe=settings.dedupe,
         seed=seed,
+        cell_sizes=settings.sample.cell_sizes,
     )
     seconds = time.perf_counter() - t0
     elements = list(model.spec.elements)

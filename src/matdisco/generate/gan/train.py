@@ -84,10 +84,14 @@ def _fingerprint(data: TrainingSet, st: GANSettings, seed: int) -> str:
 def _gradient_penalty(
     critic: Critic, real: torch.Tensor, fake: torch.Tensor, eps: torch.Tensor
 ) -> torch.Tensor:
+    """WGAN-GP penalty (Gulrajani et al. 2017) on interpolates; with a packing critic the
+    gradient norm is taken per pack (the critic's input is the pack), so ``eps`` must be
+    constant within a pack."""
     inter = (eps * real + (1 - eps) * fake).requires_grad_(True)
     score = critic(inter)
     (grad,) = torch.autograd.grad(score.sum(), inter, create_graph=True)
-    return ((grad.flatten(1).norm(2, dim=1) - 1.0) ** 2).mean()
+    grad = grad.reshape(grad.shape[0] // critic.pack, -1)
+    return ((grad.norm(2, dim=1) - 1.0) ** 2).mean()
 
 
 def _random_masks(
@@ -104,10 +108,30 @@ def _random_masks(
 
 
 def _epoch_order(
-    n: int, copies: int, seed: int, epoch: int
+    n: int, copies: int, seed: int, epoch: int, counts: np.ndarray | None = None, pack: int = 1
 ) -> tuple[np.ndarray, np.random.Generator]:
+    """The epoch's image order (indices into the training set) and its random generator.
+
+    ``pack`` = 1: a permutation of every image ``copies`` times. ``pack`` > 1: the order is made
+    of packs of ``pack`` consecutive images of one composition (rows of ``counts``), packs in
+    random order; a composition whose image count (times ``copies``) is not a multiple of
+    ``pack`` has its last pack filled with images of that composition drawn at random (a
+    composition with one structure gives packs of differently augmented copies of it).
+    """
     rng = np.random.default_rng([seed, epoch])
-    return rng.permutation(np.tile(np.arange(n), copies)), rng
+    if pack <= 1 or counts is None:
+        return rng.permutation(np.tile(np.arange(n), copies)), rng
+    _, inverse = np.unique(np.asarray(counts)[:n], axis=0, return_inverse=True)
+    inverse = inverse.reshape(-1)
+    packs = []
+    for g in range(int(inverse.max()) + 1):
+        idx = rng.permutation(np.tile(np.flatnonzero(inverse == g), copies))
+        short = -len(idx) % pack
+        if short:
+            idx = np.concatenate([idx, rng.choice(idx, size=short)])
+        packs.append(idx.reshape(-1, pack))
+    all_packs = np.concatenate(packs)
+    return all_packs[rng.permutation(len(all_packs))].reshape(-1), rng
 
 
 def train_gan(
@@ -222,7 +246,9 @@ def train_gan(
         epochs_run = 0
         for epoch in range(start, tr.epochs):
             t0 = time.perf_counter()
-            order, rng = _epoch_order(len(data.images), au.copies, seed, epoch)
+            order, rng = _epoch_order(
+                len(data.images), au.copies, seed, epoch, counts_all, pack=mo.pack
+            )
             imgs = augment(
                 data.images[order],
                 masks_all[order],
@@ -234,7 +260,18 @@ def train_gan(
             real_all = torch.as_tensor(imgs, dtype=torch.float32)
             mask_all = torch.as_tensor(masks_all[order], dtype=torch.float32)
             cnt_all = torch.as_tensor(counts_all[order], dtype=torch.int64)
-            n_batches = max(1, len(order) // tr.batch_size)
+            # a batch is whole packs: batch_size rounded down to a multiple of pack (>= 1 pack)
+            bsz = max(mo.pack, tr.batch_size - tr.batch_size % mo.pack)
+            n_batches = max(1, len(order) // bsz)
+            if n_batches < tr.n_critic and epoch == start:
+                log.warning(
+                    "an epoch has %d batches of %d images, fewer than n_critic = %d: the "
+                    "generator gets no step and does not train; lower gan.train.batch_size or "
+                    "n_critic, or raise gan.augment.copies",
+                    n_batches,
+                    bsz,
+                    tr.n_critic,
+                )
             sums = dict.fromkeys(
                 [
                     "critic_loss",
@@ -248,13 +285,17 @@ def train_gan(
             g_sums = {"generator_loss": 0.0, "classifier_acc_fake": 0.0, "contact_penalty": 0.0}
             n_g = 0
             for k in range(n_batches):
-                sl = slice(k * tr.batch_size, (k + 1) * tr.batch_size)
+                sl = slice(k * bsz, (k + 1) * bsz)
                 real = real_all[sl].to(dev)
                 mask = mask_all[sl].to(dev)
                 cnt = cnt_all[sl].to(dev)
                 b = len(real)
                 z = torch.randn(b, mo.latent_dim, generator=noise).to(dev)
-                eps = torch.rand(b, 1, 1, generator=noise).to(dev)
+                eps = (
+                    torch.rand(b // mo.pack, 1, 1, generator=noise)
+                    .repeat_interleave(mo.pack, dim=0)
+                    .to(dev)
+                )
                 # critic
                 with torch.no_grad():
                     fake = gen(z, mask)
