@@ -219,8 +219,9 @@ def diversity(cfg: dict, threads: int) -> dict:
         "cell_sizes_shipped": st.sample.cell_sizes,
         **{k: shipped[k] for k in ("samples", "valid_rate", "unique_rate_of_valid", "goal_met")},
         "by_cell_sizes": runs,
-        "note": "one training seed; the 12-epoch CPU training varies from seed to seed "
-        "(see the GAN note); CPU seconds on a shared 2-core machine",
+        "note": f"one training seed (gan.seed = {st.seed}); the {st.train.epochs}-epoch CPU "
+        "training varies from seed to seed (docs/metrics.md, section 8); CPU seconds on a "
+        "shared 2-core machine",
     }
 
 
