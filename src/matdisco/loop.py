@@ -55,6 +55,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
+from matdisco.provenance import sha256_file
 from matdisco.store import atomic_write
 
 if TYPE_CHECKING:
@@ -135,14 +136,6 @@ def record_structure(rec: Mapping[str, Any]) -> Structure:
     from pymatgen.core import Lattice, Structure
 
     return Structure(Lattice(rec["lattice"]), list(rec["species"]), rec["frac_coords"])
-
-
-def _sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _clean(v: Any) -> Any:
@@ -252,7 +245,7 @@ class KnowledgeBase:
             f = self.path / v["file"]
             if not f.is_file():
                 raise KnowledgeBaseError(f"{self.path}: version file {v['file']} is missing")
-            if _sha256_file(f) != v["sha256"]:
+            if sha256_file(f) != v["sha256"]:
                 raise KnowledgeBaseError(
                     f"{f}: content differs from the SHA-256 in the index: version files are "
                     "immutable (append a new version instead of editing one)"
@@ -445,7 +438,7 @@ class KnowledgeBase:
         entry = {
             "version": number,
             "file": name,
-            "sha256": _sha256_file(path),
+            "sha256": sha256_file(path),
             "run_name": str(run_name),
             "config_hash": str(config_hash),
             "date": date,

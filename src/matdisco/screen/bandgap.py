@@ -143,16 +143,10 @@ def structure_features(arrays: StructureArrays, table: Any) -> np.ndarray:
     Returns:
         (N, 6) float array; NaN where an element lacks data.
     """
-    from matdisco.features import SYMBOLS
+    from matdisco.screen.gap_structure import element_column
 
     def by_z(prop: str) -> np.ndarray:
-        col = table.column(prop)
-        out = np.full(len(SYMBOLS) + 1, np.nan)
-        for i, sym in enumerate(SYMBOLS):
-            j = table.index.get(sym)
-            if j is not None:
-                out[i + 1] = col[j]
-        return out
+        return element_column(table, prop)
 
     n = len(arrays)
     if n == 0:

@@ -191,7 +191,10 @@ def _claims(df: pd.DataFrame) -> list[str]:
         elif ksrc:
             text = f"new structure of a known composition (known: {ksrc})"
         else:
-            text = "new structure of an unreported composition"
+            text = (
+                "new structure of a composition none of the project's known sources lists "
+                "(unreported here; check the literature before claiming it)"
+            )
         flag = str(r.get("hull_flag", "") or "")
         if flag and flag != "nan":
             text += f"; {flag}"
