@@ -90,7 +90,7 @@ def test_threads_and_conventions_honoured(noisy):
 
 def test_typed_settings_accepted():
     est = lgbm.lgbm_estimator("classifier", ClassifierLightGBMSettings(), seed=0, threads=1)
-    assert est.get_params()["n_estimators"] == 500 and est.get_params()["reg_lambda"] == 1.0
+    assert est.get_params()["n_estimators"] == 150 and est.get_params()["reg_lambda"] == 1.0
     assert isinstance(est.get_params()["n_estimators"], int)
     reg = lgbm.lgbm_estimator("regressor", ScreenBandgapLightGBMSettings(), seed=0, threads=1)
     assert (

@@ -58,5 +58,19 @@ TARGETS = []
 ENV = "../../envs/matdisco.yaml"
 
 
+# Closed loop (loop.smk, matdisco.loop): the knowledge-base view every stage file may read.
+from matdisco.loop import workflow_view
+
+LOOP = config["loop"]
+# version files read by this run (rule inputs) and the KB entry for matdisco.known
+LOOP_VERSIONS, LOOP_ENTRY = workflow_view(LOOP, config["run_name"])
+# the `known` slice of the rules: config["known"] itself when the loop is not read
+KNOWN = {**config["known"], "loop": LOOP_ENTRY} if LOOP_ENTRY else config["known"]
+# classifier extra labels with the KB labels (replaces classifier.extra_labels as the input)
+LOOP_EXTRA_LABELS = (
+    {"extra_labels": out("loop/extra_labels.csv")} if LOOP_ENTRY and LOOP["labels"] else {}
+)
+
+
 # Work-around for a Snakemake group-components bug (see the file).
 include: "snakemake_fixes.smk"

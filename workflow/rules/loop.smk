@@ -5,19 +5,11 @@
 # (pool_candidates, propose, relax_reference, ehull, featurize/train via loop_labels), so they
 # rerun when a version is added; the KB entry reaches the library in the `known` slice (KNOWN).
 # A run never reads its own versions, so loop_append (whose KB writes are not declared outputs)
-# cannot put its own run out of date: no cycle. Included before the stage files (KNOWN).
+# cannot put its own run out of date: no cycle.
 from matdisco.config import config_hash
-from matdisco.loop import workflow_view
 
-LOOP = config["loop"]
-# version files read by this run (rule inputs) and the KB entry for matdisco.known
-LOOP_VERSIONS, LOOP_ENTRY = workflow_view(LOOP, config["run_name"])
-# the `known` slice of the rules: config["known"] itself when the loop is not read
-KNOWN = {**config["known"], "loop": LOOP_ENTRY} if LOOP_ENTRY else config["known"]
-# classifier extra labels with the KB labels (replaces classifier.extra_labels as the input)
-LOOP_EXTRA_LABELS = (
-    {"extra_labels": out("loop/extra_labels.csv")} if LOOP_ENTRY and LOOP["labels"] else {}
-)
+# LOOP, LOOP_VERSIONS, LOOP_ENTRY, KNOWN and LOOP_EXTRA_LABELS are defined in common.smk, so that
+# every stage file can be included without this one (tests include single stages).
 
 if LOOP["enabled"]:
     TARGETS.append(out("loop/append.json"))
