@@ -70,6 +70,20 @@ def _cu_au():
     )
 
 
+def _emt_reference(store: Path, tmp: Path, name: str, progress: str, known: dict) -> pd.DataFrame:
+    """Reference phases of the Cu-Au fixture as EMT single points (files tmp/<name>.*)."""
+    return compute_reference(
+        store,
+        tmp / f"{name}.jsonl",
+        tmp / f"{name}.csv",
+        tmp / f"{progress}.jsonl",
+        elements=["Cu", "Au"],
+        backend="emt",
+        reference={"mode": "static", "max_e_above_hull": None, "max_template_phases": 0},
+        known=known,
+    )
+
+
 @pytest.fixture
 def store(tmp_path) -> Path:
     """Cu-Au entry store (Cu, Au, Cu3Au) with a label table that knows Cu3Au only."""
@@ -190,16 +204,7 @@ def test_run1_candidate_is_known_and_in_the_reference_hull_of_run2(tmp_path, sto
     assert not table["novel_structure"].iloc[0] and not table["novel_composition"].iloc[0]
 
     # (b) the reference hull of run 2 (EMT, same scale) holds the run-1 phase, marked as such
-    ref = compute_reference(
-        store,
-        tmp_path / "r.jsonl",
-        tmp_path / "r.csv",
-        tmp_path / "p.jsonl",
-        elements=["Cu", "Au"],
-        backend="emt",
-        reference={"mode": "static", "max_e_above_hull": None, "max_template_phases": 0},
-        known=known_cfg,
-    )
+    ref = _emt_reference(store, tmp_path, "r", "p", known=known_cfg)
     row = ref[ref["id"] == r["id"]]
     assert len(row) == 1 and row["origin"].iloc[0] == "loop:run1/tpl-CuAu-001"
     assert row["energy_per_atom"].iloc[0] == pytest.approx(e) and row["steps"].iloc[0] == 0
@@ -213,16 +218,7 @@ def test_run1_candidate_is_known_and_in_the_reference_hull_of_run2(tmp_path, sto
     recs = [json.loads(x) for x in (tmp_path / "r.jsonl").read_text().splitlines()[1:]]
     assert r["id"] in {x["id"] for x in recs}
     # without the loop the reference lacks it
-    ref0 = compute_reference(
-        store,
-        tmp_path / "r0.jsonl",
-        tmp_path / "r0.csv",
-        tmp_path / "p0.jsonl",
-        elements=["Cu", "Au"],
-        backend="emt",
-        reference={"mode": "static", "max_e_above_hull": None, "max_template_phases": 0},
-        known={"labels": True},
-    )
+    ref0 = _emt_reference(store, tmp_path, "r0", "p0", known={"labels": True})
     assert r["id"] not in set(ref0["id"]) and len(ref0) == len(ref) - 1
 
     # (c) classifier labels: AuCu (unlabelled by MP) gets the KB label, source marked
@@ -294,16 +290,7 @@ def test_energy_scale_mismatch_is_skipped_and_counted(tmp_path, store, run1, cap
     kb.append(other, run_name="chgnet-run", config_hash="c")
     _, entry = workflow_view({"use": True, "path": str(kb.path)}, "run2")
     with caplog.at_level(logging.WARNING, logger="matdisco.loop"):
-        ref = compute_reference(
-            store,
-            tmp_path / "r.jsonl",
-            tmp_path / "r.csv",
-            tmp_path / "p.jsonl",
-            elements=["Cu", "Au"],
-            backend="emt",
-            reference={"mode": "static", "max_e_above_hull": None, "max_template_phases": 0},
-            known={"loop": entry},
-        )
+        ref = _emt_reference(store, tmp_path, "r", "p", known={"loop": entry})
     assert not ref["origin"].astype(str).str.startswith("loop").any()
     assert set(ref["energy_scale"]) == {"emt"}
     assert "1 of 1 records skipped" in caplog.text and "chgnet-x" in caplog.text
