@@ -56,7 +56,7 @@ import numpy as np
 import pandas as pd
 
 from matdisco.provenance import sha256_file
-from matdisco.store import atomic_write
+from matdisco.store import atomic_write, json_safe
 
 if TYPE_CHECKING:
     from pymatgen.core import Structure
@@ -136,19 +136,6 @@ def record_structure(rec: Mapping[str, Any]) -> Structure:
     from pymatgen.core import Lattice, Structure
 
     return Structure(Lattice(rec["lattice"]), list(rec["species"]), rec["frac_coords"])
-
-
-def _clean(v: Any) -> Any:
-    """JSON-safe value (NaN -> None, numpy scalars -> Python)."""
-    if isinstance(v, np.generic):
-        v = v.item()
-    if isinstance(v, float) and not math.isfinite(v):
-        return None
-    if isinstance(v, dict):
-        return {k: _clean(x) for k, x in v.items()}
-    if isinstance(v, list | tuple):
-        return [_clean(x) for x in v]
-    return v
 
 
 @contextlib.contextmanager
@@ -413,7 +400,7 @@ class KnowledgeBase:
                 r["e_above_hull"],
                 r["energy_scale"],
             )
-        return _clean(receipt)
+        return json_safe(receipt)
 
     def _write_version(
         self,
@@ -433,7 +420,7 @@ class KnowledgeBase:
             with open(tmp, "w", encoding="utf-8") as fh:
                 for r in records:
                     r = {**r, "version": number}
-                    fh.write(json.dumps(_clean({k: r[k] for k in RECORD_FIELDS})) + "\n")
+                    fh.write(json.dumps(json_safe({k: r[k] for k in RECORD_FIELDS})) + "\n")
         os.chmod(path, 0o444)  # immutable: the index keeps its SHA-256 as well
         entry = {
             "version": number,
@@ -451,8 +438,8 @@ class KnowledgeBase:
         idx["versions"].append(entry)
         idx["updated"] = date
         with atomic_write(self.index_path) as tmp:
-            tmp.write_text(json.dumps(_clean(idx), indent=1) + "\n", encoding="utf-8")
-        return _clean(entry)
+            tmp.write_text(json.dumps(json_safe(idx), indent=1) + "\n", encoding="utf-8")
+        return json_safe(entry)
 
 
 def _dedupe(
@@ -466,47 +453,57 @@ def _dedupe(
 
     A record is dropped (and appended to ``skipped`` with the reason) when its content hash is
     in ``existing``, or its structure matches an existing record of the same formula and
-    energy scale, or a lower-energy record of this append (lowest energy is examined first).
+    energy scale (:class:`matdisco.core.matching.StructureIndex`), or a lower-energy record of
+    this append (:func:`matdisco.core.matching.dedupe` in order of energy).
     """
-    from matdisco.core.matching import StructureIndex
+    from matdisco.core.matching import StructureIndex, dedupe
+
+    def label(r: Mapping[str, Any]) -> str:  # structures compare within formula and scale
+        return f"{r['formula']}|{r['energy_scale']}"
 
     hashes = dict(zip(existing["content_hash"], existing["id"], strict=True))
-    indexes: dict[tuple[str, str], Any] = {}
+    order = sorted(range(len(new)), key=lambda i: new[i]["energy_per_atom"])
+    unseen = []
+    for i in order:
+        if new[i]["content_hash"] in hashes:
+            reason = f"already in the knowledge base ({hashes[new[i]['content_hash']]})"
+            skipped.append({"candidate_id": new[i]["candidate_id"], "reason": reason})
+        else:
+            unseen.append(i)
+    hits: list[Any] = [None] * len(unseen)
+    if len(existing) and unseen:
+        index = StructureIndex(
+            [record_structure(r) for _, r in existing.iterrows()],
+            ms,
+            ids=list(existing["id"]),
+            formulas=[label(r) for _, r in existing.iterrows()],
+        )
+        hits = index.find_matches(
+            [structs[i] for i in unseen], formulas=[label(new[i]) for i in unseen]
+        )
+    novel = []
+    for i, hit in zip(unseen, hits, strict=True):
+        if hit is None:
+            novel.append(i)
+        else:
+            reason = f"same structure as {hit}"
+            skipped.append({"candidate_id": new[i]["candidate_id"], "reason": reason})
+    rep = (
+        dedupe([structs[i] for i in novel], ms, formulas=[label(new[i]) for i in novel]).rep
+        if novel
+        else []
+    )
     kept: list[int] = []
-    for i in sorted(range(len(new)), key=lambda i: new[i]["energy_per_atom"]):
-        rec = new[i]
-        cid = rec["candidate_id"]
-        if rec["content_hash"] in hashes:
-            reason = f"already in the knowledge base ({hashes[rec['content_hash']]})"
-            skipped.append({"candidate_id": cid, "reason": reason})
+    for k, i in enumerate(novel):
+        if rep[k] == k:
+            kept.append(i)
             continue
-        key = (rec["formula"], rec["energy_scale"])
-        if key not in indexes:
-            same = existing[(existing["formula"] == key[0]) & (existing["energy_scale"] == key[1])]
-            indexes[key] = [(str(r["id"]), "", record_structure(r)) for _, r in same.iterrows()]
-        refs = indexes[key] + [
-            (
-                new[j]["id"],
-                f" (candidate {new[j]['candidate_id']} of this append, lower energy)",
-                structs[j],
-            )
-            for j in kept
-            if (new[j]["formula"], new[j]["energy_scale"]) == key
-        ]
-        hit = None
-        if refs:
-            idx = StructureIndex(
-                [r for _, _, r in refs],
-                ms,
-                ids=list(range(len(refs))),
-                formulas=[key[0]] * len(refs),
-            )
-            hit = idx.find_matches([structs[i]], formulas=[key[0]])[0]
-        if hit is not None:
-            rid, note, _ = refs[hit]
-            skipped.append({"candidate_id": cid, "reason": f"same structure as {rid}{note}"})
-            continue
-        kept.append(i)
+        first = new[novel[rep[k]]]
+        reason = (
+            f"same structure as {first['id']} (candidate {first['candidate_id']} of this "
+            "append, lower energy)"
+        )
+        skipped.append({"candidate_id": new[i]["candidate_id"], "reason": reason})
     return sorted(kept)
 
 

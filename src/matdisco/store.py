@@ -20,6 +20,7 @@ leaves a partial store behind.
 from __future__ import annotations
 
 import json
+import math
 import os
 import tempfile
 from collections.abc import Iterable, Sequence
@@ -46,6 +47,7 @@ __all__ = [
     "read_structure_arrays",
     "read_attrs",
     "atomic_write",
+    "json_safe",
 ]
 
 SCHEMA_VERSION = 1
@@ -155,6 +157,20 @@ class StructureArrays:
             np.concatenate([p.species_z for p in parts]).astype(np.int16),
             np.concatenate([p.frac_coords for p in parts]),
         )
+
+
+def json_safe(v: Any) -> Any:
+    """``v`` with plain JSON values: NaN/inf -> None, numpy scalars -> Python, tuples -> lists,
+    dict keys -> str (recursively), for ``json.dumps`` without ``allow_nan``."""
+    if isinstance(v, np.generic):
+        v = v.item()
+    if isinstance(v, float) and not math.isfinite(v):
+        return None
+    if isinstance(v, dict):
+        return {str(k): json_safe(x) for k, x in v.items()}
+    if isinstance(v, list | tuple):
+        return [json_safe(x) for x in v]
+    return v
 
 
 def atomic_write(path: str | Path, suffix: str = ".tmp"):

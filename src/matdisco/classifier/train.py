@@ -497,21 +497,10 @@ def _packages() -> dict[str, str]:
 
 def write_json(path: str | Path, obj: Any) -> None:
     """Write JSON atomically (sorted keys, NaN as null)."""
-    from matdisco.store import atomic_write
-
-    def clean(o: Any) -> Any:
-        if isinstance(o, dict):
-            return {str(k): clean(v) for k, v in o.items()}
-        if isinstance(o, list | tuple):
-            return [clean(v) for v in o]
-        if isinstance(o, float | np.floating):
-            return None if not np.isfinite(o) else float(o)
-        if isinstance(o, np.integer):
-            return int(o)
-        return o
+    from matdisco.store import atomic_write, json_safe
 
     with atomic_write(path) as tmp:
-        Path(tmp).write_text(json.dumps(clean(obj), indent=2, sort_keys=True) + "\n")
+        Path(tmp).write_text(json.dumps(json_safe(obj), indent=2, sort_keys=True) + "\n")
 
 
 def train_from_files(

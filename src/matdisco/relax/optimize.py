@@ -114,19 +114,9 @@ class RelaxResult:
 
     def to_json_dict(self) -> dict[str, Any]:
         """Plain JSON-serialisable dict (NaN written as null)."""
+        from matdisco.store import json_safe
 
-        def clean(v: Any) -> Any:
-            if isinstance(v, float) and not math.isfinite(v):
-                return None
-            if isinstance(v, dict):
-                return {k: clean(x) for k, x in v.items()}
-            if isinstance(v, list | tuple):
-                return [clean(x) for x in v]
-            if isinstance(v, np.generic):
-                return clean(v.item())
-            return v
-
-        return clean(asdict(self))
+        return json_safe(asdict(self))
 
     @classmethod
     def from_json_dict(cls, d: dict[str, Any]) -> RelaxResult:
