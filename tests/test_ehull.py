@@ -239,37 +239,9 @@ def test_hull_screen_prescreen_and_early_stop(toy_ref):
     assert record_only(["a", "b"], [mgo(), mgo()], [-1.5, 50.0]) == ["", ""]
 
 
-def test_compute_reference_static_emt(tmp_path):
+def test_compute_reference_static_emt(tmp_path, cu_au_store):
     """Reference phases recomputed with the backend (EMT single points), resumable."""
-    from ase.build import bulk
-    from pymatgen.io.ase import AseAtomsAdaptor
-
-    s = [
-        AseAtomsAdaptor.get_structure(bulk(el, "fcc", a=a)) for el, a in (("Cu", 3.6), ("Au", 4.08))
-    ]
-    l12 = bulk("Cu", "fcc", a=3.75, cubic=True)
-    l12.symbols[0] = "Au"
-    s.append(AseAtomsAdaptor.get_structure(l12))
-    df = pd.DataFrame(
-        {
-            "id": ["k1", "k2", "k3"],
-            "source": "fixture",
-            "formula": [x.composition.reduced_formula for x in s],
-            "composition": [x.composition.formula for x in s],
-            "chemsys": ["Cu", "Au", "Au-Cu"],
-            "nelements": [1, 1, 2],
-            "nsites": [len(x) for x in s],
-            "formation_energy_per_atom": [0.0, 0.0, -0.05],
-            "e_above_hull": [np.nan, np.nan, 0.0],
-        }
-    )
-    write_store(
-        tmp_path / "s.h5",
-        df,
-        StructureArrays.from_structures(s),
-        data_source="fixture",
-        provenance={},
-    )
+    cu_au_store(tmp_path / "s.h5")
     ref = compute_reference(
         tmp_path / "s.h5",
         tmp_path / "r.jsonl",

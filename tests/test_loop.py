@@ -45,29 +45,22 @@ def _emt_energy(s) -> float:
 
 
 def _cu_au():
-    """Cu, Au, Cu3Au (L1_2) of the store and a relaxed CuAu (L1_0) candidate (pymatgen)."""
+    """A relaxed CuAu (L1_0) candidate (pymatgen); the store's Cu, Au, Cu3Au come from the
+    ``cu_au_store`` fixture (tests/conftest.py)."""
     from ase.build import bulk
+    from ase.calculators.emt import EMT
+    from ase.filters import FrechetCellFilter
+    from ase.optimize import FIRE
     from pymatgen.io.ase import AseAtomsAdaptor
 
-    cu = AseAtomsAdaptor.get_structure(bulk("Cu", "fcc", a=3.6))
-    au = AseAtomsAdaptor.get_structure(bulk("Au", "fcc", a=4.08))
-    l12 = bulk("Cu", "fcc", a=3.75, cubic=True)
-    l12.symbols[0] = "Au"
     l10 = bulk("Cu", "fcc", a=3.85, cubic=True)
     l10.symbols[0] = "Au"
     l10.symbols[1] = "Au"
     # "relaxed in run 1": cell and positions with EMT (E_f about -9 meV/atom, a hull vertex)
-    from ase.calculators.emt import EMT
-    from ase.filters import FrechetCellFilter
-    from ase.optimize import FIRE
-
     l10.calc = EMT()
     FIRE(FrechetCellFilter(l10), logfile=None).run(fmax=0.01, steps=300)
     l10.calc = None
-    return (
-        [cu, au, AseAtomsAdaptor.get_structure(l12)],
-        AseAtomsAdaptor.get_structure(l10),
-    )
+    return AseAtomsAdaptor.get_structure(l10)
 
 
 def _emt_reference(store: Path, tmp: Path, name: str, progress: str, known: dict) -> pd.DataFrame:
@@ -85,33 +78,10 @@ def _emt_reference(store: Path, tmp: Path, name: str, progress: str, known: dict
 
 
 @pytest.fixture
-def store(tmp_path) -> Path:
+def store(tmp_path, cu_au_store) -> Path:
     """Cu-Au entry store (Cu, Au, Cu3Au) with a label table that knows Cu3Au only."""
-    s, _ = _cu_au()
-    df = pd.DataFrame(
-        {
-            "id": ["k1", "k2", "k3"],
-            "source": "fixture",
-            "formula": [x.composition.reduced_formula for x in s],
-            "composition": [x.composition.formula for x in s],
-            "chemsys": ["Cu", "Au", "Au-Cu"],
-            "nelements": [1, 1, 2],
-            "nsites": [len(x) for x in s],
-            "formation_energy_per_atom": [0.0, 0.0, -0.05],
-            "e_above_hull": [np.nan, np.nan, 0.0],
-        }
-    )
     labels = pd.DataFrame({"formula": ["Cu3Au"], "e_above_hull": [0.0], "source": ["mp"]})
-    path = tmp_path / "store.h5"
-    write_store(
-        path,
-        df,
-        StructureArrays.from_structures(s),
-        labels,
-        data_source="fixture",
-        provenance={},
-    )
-    return path
+    return cu_au_store(tmp_path / "store.h5", labels)
 
 
 def _ehull_store(path: Path, rows: list[dict], structures) -> Path:
@@ -133,7 +103,7 @@ def _ehull_store(path: Path, rows: list[dict], structures) -> Path:
 @pytest.fixture
 def run1(tmp_path) -> tuple[Path, object, float]:
     """Run 1's E_hull store: CuAu relaxed (ok, EMT), a failed one, a pre-screen rejected one."""
-    _, cand = _cu_au()
+    cand = _cu_au()
     e = _emt_energy(cand)
     rows = [
         {
