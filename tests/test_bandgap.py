@@ -20,6 +20,17 @@ def table(root):
 
 
 @pytest.fixture(scope="module")
+def embeddings(root):
+    """The default gap embedding tables (megnet16 + oliynyk) of the bundled ElMD file."""
+    from matdisco.features import ElementEmbeddings
+
+    return ElementEmbeddings.from_file(
+        root / "resources/bundled/elmd_element_properties.json.gz",
+        ScreenBandgapSettings().embeddings,
+    )
+
+
+@pytest.fixture(scope="module")
 def oxides(root):
     """~1500 bundled entries of a few oxide families (fast to train on, gaps 0-8 eV)."""
     from matdisco.store import read_entries, read_structure_arrays
@@ -59,7 +70,7 @@ def test_hse_mapping():
     assert B.hse_estimate(np.array([1.0]), typed)[0] == pytest.approx(2.261)
 
 
-def test_surrogate_learns_and_reports(oxides, table, mgo, tmp_path):
+def test_surrogate_learns_and_reports(oxides, table, embeddings, mgo, tmp_path):
     df, arrays = oxides
     settings = ScreenBandgapSettings.from_config(
         {
@@ -70,9 +81,19 @@ def test_surrogate_learns_and_reports(oxides, table, mgo, tmp_path):
         }
     )
     model, metrics, held = B.train_gap_surrogate(
-        df["formula"].tolist(), df["band_gap"].to_numpy(), arrays, table, settings=settings
+        df["formula"].tolist(),
+        df["band_gap"].to_numpy(),
+        arrays,
+        table,
+        settings=settings,
+        embeddings=embeddings,
     )
     assert model.settings == settings.to_dict() and len(model.members) == 2
+    # the default model: site statistics and the embedding statistics, named in gap_model
+    n_emb = sum(n.startswith(("megnet16_", "oliynyk_")) for n in model.feature_names)
+    assert n_emb == 2 * (16 + 44), n_emb  # minimum and maximum of every dimension
+    assert metrics["gap_model"] == model.label == "structure+megnet16+oliynyk"
+    assert metrics["embeddings"]["tables"] == ["megnet16", "oliynyk"]
     assert metrics["n_test"] == len(held) > 50
     assert "grouped" in metrics["test_split"]
     assert (
@@ -113,7 +134,8 @@ def test_surrogate_learns_and_reports(oxides, table, mgo, tmp_path):
         "gap_hse_est_std",
         "gap_model",
     ]
-    assert pred["gap_model"].tolist() == ["structure", ""]  # the default model; no number, no name
+    # the default model; no number, no name
+    assert pred["gap_model"].tolist() == ["structure+megnet16+oliynyk", ""]
     assert pred["gap_pbe_ml"].iloc[0] > 2.0  # MgO is a wide-gap insulator (MP PBE ~4.4 eV)
     assert pred["gap_hse_est"].iloc[0] > pred["gap_pbe_ml"].iloc[0]
     assert np.isnan(pred["gap_pbe_ml"].iloc[1])  # unknown element: not featurisable, no number
@@ -263,6 +285,7 @@ def test_model_switch_trains_predicts_and_names_the_model(oxides, table, mgo, ki
             "n_bootstrap": 20,
             "max_train": 600,
             "lightgbm": {"n_estimators": 30, "num_leaves": 15, "learning_rate": 0.1},
+            "embeddings": [],
         }
     )
     model, metrics, _ = B.train_gap_surrogate(
@@ -282,3 +305,22 @@ def test_model_switch_rejects_unknown_and_old_pickles_read_as_composition():
         B._model_kind({"model": "gnn"})
     assert B._model_kind({"structure_features": True}) == "composition"  # pre-switch pickles
     assert ScreenBandgapSettings().model == "structure"
+
+
+def test_embedding_settings_and_tables_must_agree(oxides, table, embeddings):
+    """Settings that name embedding tables refuse a call without them (and vice versa)."""
+    df, arrays = oxides
+    args = (
+        df["formula"].tolist()[:200],
+        df["band_gap"].to_numpy()[:200],
+        arrays.take(np.arange(200)),
+    )
+    with pytest.raises(ValueError, match="screen.bandgap.embeddings"):
+        B.train_gap_surrogate(*args, table, settings=ScreenBandgapSettings())
+    with pytest.raises(ValueError, match="screen.bandgap.embeddings"):
+        B.train_gap_surrogate(
+            *args,
+            table,
+            settings=ScreenBandgapSettings.from_config({"embeddings": []}),
+            embeddings=embeddings,
+        )

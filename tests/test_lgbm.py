@@ -97,3 +97,20 @@ def test_typed_settings_accepted():
         reg.get_params()["colsample_bytree"] == 0.5
         and reg.get_params()["objective"] == "regression"
     )
+
+
+def test_parallel_members_equal_the_sequential_ones(noisy):
+    """fit_members_parallel: the thread count changes the time, never the trees."""
+    X, y, yc = noisy
+    rows = [np.arange(0, 300), np.arange(100, 400), np.arange(0, 400, 2)]
+    specs = [lgbm.MemberSpec(X, yc, r, PARAMS, "classifier", 5 + m) for m, r in enumerate(rows)]
+    specs += [lgbm.MemberSpec(X, y, r, PARAMS, "regressor", 9 + m) for m, r in enumerate(rows)]
+    one = lgbm.fit_members_parallel(specs, threads=1)
+    two = lgbm.fit_members_parallel(specs, threads=2)
+    for a, b in zip(one, two, strict=True):
+        assert a.booster_.model_to_string() == b.booster_.model_to_string()
+    # order follows the specs; the members differ (own rows and seeds)
+    assert one[0].booster_.model_to_string() != one[1].booster_.model_to_string()
+    assert hasattr(one[0], "predict_proba") and not hasattr(one[3], "predict_proba")
+    with pytest.raises(ValueError, match="no training rows"):
+        lgbm.fit_members_parallel([lgbm.MemberSpec(X, y, rows[0][:0], PARAMS, "regressor", 1)])

@@ -91,6 +91,7 @@ def staged(tmp_path_factory, root):
             "n_members": 2,
             "evaluate_random_split": False,
             "lightgbm": {"n_estimators": 30, "num_leaves": 7},
+            "embeddings": [],  # no ElMD table here
         },
         method="surrogate",
         max_e_above_hull=0.08,

@@ -92,7 +92,7 @@ rule bandgap:
         out("benchmarks/bandgap.tsv")
     conda:
         ENV
-    threads: 1
+    threads: 2
     resources:
         mem_mb=4000,
         runtime=30,

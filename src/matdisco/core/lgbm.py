@@ -13,7 +13,9 @@ the same conventions:
 * ``n_jobs`` = the rule's threads (at least 1), silent (``verbose=-1``).
 
 :func:`fit_member` fits one seeded member, :func:`fit_ensemble` one member per row subset
-(its own seed each), :func:`predict_members` stacks the members' predictions and
+(its own seed each), :func:`fit_members_parallel` several members at once (Python threads,
+one LightGBM thread each, so a member's trees do not depend on the thread count),
+:func:`predict_members` stacks the members' predictions and
 :func:`ensemble_mean_std` reduces them to the ensemble mean and spread (plain mean, or the
 mean in logit space for probabilities).
 """
@@ -22,6 +24,8 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import numpy as np
@@ -32,6 +36,8 @@ __all__ = [
     "lgbm_estimator",
     "fit_member",
     "fit_ensemble",
+    "MemberSpec",
+    "fit_members_parallel",
     "predict_members",
     "ensemble_mean_std",
     "logit",
@@ -93,6 +99,48 @@ def fit_member(
 ) -> Any:
     """Fit one seeded member on all rows of ``X``, ``y`` (see :func:`lgbm_estimator`)."""
     return lgbm_estimator(kind, params, seed=seed, threads=threads).fit(X, y)
+
+
+@dataclass(frozen=True)
+class MemberSpec:
+    """One member to fit: ``X[rows]``, ``y[rows]`` with ``params``, ``kind`` and ``seed``."""
+
+    X: np.ndarray
+    y: np.ndarray
+    rows: np.ndarray
+    params: SettingsBase | Mapping[str, Any]
+    kind: Kind
+    seed: int
+
+
+def fit_members_parallel(specs: Sequence[MemberSpec], threads: int = 1) -> list[Any]:
+    """Fit every spec; with ``threads`` > 1, up to ``threads`` members at once.
+
+    Each member runs single-threaded inside its own Python thread (LightGBM releases the GIL
+    while it trains), so the fitted trees are those of ``threads=1`` whatever ``threads`` is:
+    the rule's thread count changes the wall time, not the model. With one spec the member
+    gets all the threads instead.
+
+    Returns:
+        the fitted members, in the order of ``specs``.
+
+    Raises:
+        ValueError: a spec has no rows.
+    """
+    empty = [m for m, sp in enumerate(specs) if len(sp.rows) == 0]
+    if empty:
+        raise ValueError(f"ensemble member {empty[0]} has no training rows")
+    workers = max(1, min(int(threads), len(specs)))
+
+    def fit(sp: MemberSpec, n: int) -> Any:
+        return fit_member(
+            sp.X[sp.rows], sp.y[sp.rows], sp.params, kind=sp.kind, seed=sp.seed, threads=n
+        )
+
+    if workers == 1:
+        return [fit(sp, max(1, int(threads)) if len(specs) == 1 else 1) for sp in specs]
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        return list(pool.map(lambda sp: fit(sp, 1), specs))
 
 
 def fit_ensemble(

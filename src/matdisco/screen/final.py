@@ -274,7 +274,9 @@ def _column_docs(
         "p_metal_ml": "surrogate probability that the PBE gap is zero (metal)",
         "gap_model": (
             "which surrogate gave gap_pbe_ml: structure (relaxed-structure site-environment "
-            "statistics + composition) or composition (composition-only fallback)"
+            "statistics + composition) or composition (composition-only fallback), plus "
+            "+<table> for each element-embedding table among its features "
+            "(e.g. structure+megnet16+oliynyk)"
         ),
         "gap_hse_est": (
             f"HSE-level band gap ESTIMATE, eV: {mapping} applied to the surrogate members"

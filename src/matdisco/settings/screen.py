@@ -164,6 +164,10 @@ class ScreenBandgapSettings(SettingsBase):
         seed: seed of the splits and of LightGBM
         hse_mapping: gap_hse_est = slope * PBE gap + intercept (non-metals); an estimate, cite
             source
+        embeddings: element-embedding tables of features.elmd_table whose per-dimension
+            statistics (embedding_stats) are added to the gap features; [] = none
+        embedding_stats: statistics of every embedding dimension (fraction-weighted mean and
+            standard deviation, minimum, maximum)
         lightgbm: LightGBM hyperparameters of every member (classifier and regressor); threads come
             from the rule
         dft_max_candidates: vasp_hse / gpaw_pbe: at most this many E_hull-passing candidates (lowest
@@ -184,6 +188,26 @@ class ScreenBandgapSettings(SettingsBase):
     seed: int = 0
     hse_mapping: ScreenBandgapHSEMappingSettings = field(
         default_factory=ScreenBandgapHSEMappingSettings
+    )
+    embeddings: tuple[
+        Literal[
+            "megnet16",
+            "oliynyk",
+            "olinyk_sc",
+            "mat2vec",
+            "matscholar",
+            "cgcnn",
+            "elemnet",
+            "magpie",
+            "magpie_sc",
+            "jarvis",
+            "jarvis_sc",
+        ],
+        ...,
+    ] = ("megnet16", "oliynyk")
+    embedding_stats: tuple[Literal["mean", "std", "minimum", "maximum"], ...] = (
+        "minimum",
+        "maximum",
     )
     lightgbm: ScreenBandgapLightGBMSettings = field(default_factory=ScreenBandgapLightGBMSettings)
     dft_max_candidates: int = 20
