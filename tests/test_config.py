@@ -89,6 +89,17 @@ def test_cross_checks(config, schema):
     assert "target.oxidation_states.Fe" in str(err.value)
 
 
+def test_embeddings_need_the_elmd_table(config, schema):
+    config["features"]["elmd_table"] = None
+    with pytest.raises(ConfigError) as err:
+        validate_config(config, schema)
+    assert "screen.bandgap.embeddings" in str(err.value)  # the default gap model uses them
+    assert "features.embeddings" in str(err.value)
+    config["features"]["embeddings"] = []
+    config["screen"]["bandgap"]["embeddings"] = []
+    validate_config(config, schema)  # nothing asks for the tables: fine
+
+
 def test_all_problems_reported_at_once(config, schema):
     config["data"]["source"] = "nope"
     config["typo_section"] = {}

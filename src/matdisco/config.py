@@ -243,6 +243,19 @@ def _cross_checks(config: dict[str, Any]) -> list[str]:
             )
         elif len(rng) == 2 and rng[0] > rng[1]:
             problems.append(f"target.oxidation_states.{el}: {rng} has min > max")
+    features = config.get("features", {})
+    if not features.get("elmd_table"):
+        # the embedding tables live in the ElMD file: fail here, not in the rule that needs it
+        gap = config.get("screen", {}).get("bandgap", {})
+        for key, value in (
+            ("features.embeddings", features.get("embeddings")),
+            ("screen.bandgap.embeddings", gap.get("embeddings")),
+        ):
+            if value:
+                problems.append(
+                    f"{key}: {list(value)} needs features.elmd_table (the file with the "
+                    "embedding tables); set it or use []"
+                )
     return problems
 
 
