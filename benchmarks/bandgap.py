@@ -6,7 +6,8 @@ Usage::
 
     python benchmarks/bandgap.py [--store results/default/data/entries.h5]
         [--config config/config.yaml] [--threads 2] [--max-train N] [--seeds 0]
-        [--models structure composition] [--embeddings configured none]
+        [--models structure composition]
+        [--variants benchmarks/bandgap_variants/first_round.yaml configured]
 
 Trains :func:`matdisco.screen.bandgap.train_gap_surrogate` on the store's MP PBE gaps with the
 configured ``screen.bandgap`` settings (the bandgap rule does the same before it predicts the
@@ -15,9 +16,11 @@ seed) and writes ``benchmarks/results/bandgap.json``: per seed the metrics (MAE 
 non-metals, window; composition-prior and training-median baselines; 95% row-bootstrap
 intervals; ±1σ coverage of the raw and the rescaled spread), the wall and CPU time. With
 several ``--models`` (``screen.bandgap.model`` values) each is trained and scored on the same
-split (same seed): the before/after comparison of the structure-aware model. ``--embeddings
-configured none`` does the same with and without the element-embedding statistics
-(``screen.bandgap.embeddings``). With several variants per seed, ``paired_differences``
+split (same seed): the before/after comparison of the structure-aware model. ``--variants``
+does the same for other settings: each variant is ``configured`` (``screen.bandgap`` as in
+the config) or a YAML file whose keys override it
+(``benchmarks/bandgap_variants/first_round.yaml`` = the settings before the element
+embeddings and the larger ensemble). With several variants per seed, ``paired_differences``
 gives each later variant's grouped MAE minus the first one's on the same rows, with a 95%
 row-bootstrap interval.
 """
@@ -49,13 +52,24 @@ def main(argv: list[str] | None = None) -> int:
         help="screen.bandgap.model values to compare (default: the configured one)",
     )
     ap.add_argument(
-        "--embeddings",
+        "--variants",
         nargs="+",
         default=["configured"],
-        choices=["configured", "none"],
-        help="screen.bandgap.embeddings as configured and/or [] (default: as configured)",
+        help="'configured' and/or YAML files of screen.bandgap overrides",
     )
     args = ap.parse_args(argv)
+    import yaml
+
+    variants: list[tuple[str, dict]] = []
+    for v in args.variants:
+        if v == "configured":
+            variants.append((v, {}))
+            continue
+        path = Path(v)
+        over = yaml.safe_load(path.read_text(encoding="utf-8")) if path.is_file() else None
+        if not isinstance(over, dict):
+            ap.error(f"--variants: {v!r} is neither 'configured' nor a YAML mapping file")
+        variants.append((path.stem, over))
 
     import numpy as np
     from _common import write
@@ -83,12 +97,12 @@ def main(argv: list[str] | None = None) -> int:
     runs = []
     errors: dict[int, list] = {}
     models = args.models or [settings0.model]
-    combos = [(sd, k, e) for sd in args.seeds for k in models for e in args.embeddings]
-    for seed, kind, emb in combos:
-        names = list(settings0.embeddings) if emb == "configured" else []
-        s = ScreenBandgapSettings.from_config(
-            {**raw, "seed": seed, "model": kind, "embeddings": names}
-        )
+    combos = [(sd, k, name, ov) for sd in args.seeds for k in models for name, ov in variants]
+    for seed, kind, variant, over in combos:
+        merged = {**raw, **over, "seed": seed, "model": kind}
+        merged["lightgbm"] = {**raw.get("lightgbm", {}), **over.get("lightgbm", {})}
+        s = ScreenBandgapSettings.from_config(merged)
+        names = list(s.embeddings)
         tables = ElementEmbeddings.from_file(elmd, names) if names and elmd else None
         t0, c0 = time.perf_counter(), time.process_time()
         _, metrics, held = train_gap_surrogate(
@@ -105,14 +119,16 @@ def main(argv: list[str] | None = None) -> int:
             {
                 "seed": seed,
                 "model": kind,
-                "embeddings": names,
+                "variant": variant,
+                "settings": s.to_dict(),
                 "wall_s": round(time.perf_counter() - t0, 2),
                 "cpu_s": round(time.process_time() - c0, 2),
                 "metrics": metrics,
             }
         )
         err = np.abs(held["gap_pbe_ml"].to_numpy() - held["gap_pbe"].to_numpy())
-        errors.setdefault(seed, []).append((f"{kind}|{'+'.join(names) or 'none'}", held, err))
+        label = f"{kind}|{variant}"
+        errors.setdefault(seed, []).append((label, held, err))
     paired = []
     for seed, variants in errors.items():
         ref_name, ref_held, ref_err = variants[0]

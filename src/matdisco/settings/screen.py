@@ -115,8 +115,8 @@ class ScreenBandgapLightGBMSettings(SettingsBase):
 
     section: ClassVar[str] = "screen.bandgap.lightgbm"
 
-    n_estimators: int = 600
-    learning_rate: float = 0.05
+    n_estimators: int = 400
+    learning_rate: float = 0.075
     num_leaves: int = 127
     min_child_samples: int = 10
     subsample: float = 0.8
@@ -180,7 +180,7 @@ class ScreenBandgapSettings(SettingsBase):
     model: Literal["structure", "composition"] = "structure"
     structure_features: bool = True
     test_fraction: float = 0.1
-    n_members: int = 3
+    n_members: int = 5
     evaluate_random_split: bool = True
     n_bootstrap: int = 1000
     gap_window: tuple[float, ...] = (1.6, 3.0)
