@@ -11,6 +11,23 @@ from typing import ClassVar, Literal
 
 from matdisco.settings._base import SettingsBase
 
+#: element-embedding tables of the ElMD file (features.embeddings, screen.bandgap.embeddings)
+EmbeddingName = Literal[
+    "megnet16",
+    "oliynyk",
+    "olinyk_sc",
+    "mat2vec",
+    "matscholar",
+    "cgcnn",
+    "elemnet",
+    "magpie",
+    "magpie_sc",
+    "jarvis",
+    "jarvis_sc",
+]
+#: statistics of every embedding dimension
+EmbeddingStat = Literal["mean", "std", "minimum", "maximum"]
+
 __all__ = [
     "RecommenderEvaluationSettings",
     "RecommenderSettings",
@@ -165,23 +182,8 @@ class FeaturesSettings(SettingsBase):
     charge_balance: bool = True
     element_fractions: bool = True
     formula_unit: bool = True
-    embeddings: tuple[
-        Literal[
-            "megnet16",
-            "oliynyk",
-            "olinyk_sc",
-            "mat2vec",
-            "matscholar",
-            "cgcnn",
-            "elemnet",
-            "magpie",
-            "magpie_sc",
-            "jarvis",
-            "jarvis_sc",
-        ],
-        ...,
-    ] = ()
-    embedding_stats: tuple[Literal["mean", "std", "minimum", "maximum"], ...] = (
+    embeddings: tuple[EmbeddingName, ...] = ()
+    embedding_stats: tuple[EmbeddingStat, ...] = (
         "mean",
         "std",
         "minimum",

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal
 
 from matdisco.settings._base import SettingsBase
+from matdisco.settings.discovery import EmbeddingName, EmbeddingStat
 
 __all__ = [
     "ScreenThresholdsSettings",
@@ -189,26 +190,8 @@ class ScreenBandgapSettings(SettingsBase):
     hse_mapping: ScreenBandgapHSEMappingSettings = field(
         default_factory=ScreenBandgapHSEMappingSettings
     )
-    embeddings: tuple[
-        Literal[
-            "megnet16",
-            "oliynyk",
-            "olinyk_sc",
-            "mat2vec",
-            "matscholar",
-            "cgcnn",
-            "elemnet",
-            "magpie",
-            "magpie_sc",
-            "jarvis",
-            "jarvis_sc",
-        ],
-        ...,
-    ] = ("megnet16", "oliynyk")
-    embedding_stats: tuple[Literal["mean", "std", "minimum", "maximum"], ...] = (
-        "minimum",
-        "maximum",
-    )
+    embeddings: tuple[EmbeddingName, ...] = ("megnet16", "oliynyk")
+    embedding_stats: tuple[EmbeddingStat, ...] = ("minimum", "maximum")
     lightgbm: ScreenBandgapLightGBMSettings = field(default_factory=ScreenBandgapLightGBMSettings)
     dft_max_candidates: int = 20
     vasp: ScreenBandgapVASPSettings = field(default_factory=ScreenBandgapVASPSettings)
