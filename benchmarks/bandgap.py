@@ -75,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
     from _common import write
 
     from matdisco.config import load_config
-    from matdisco.features import ElementEmbeddings, ElementTable
+    from matdisco.features import ElementTable, load_embeddings
     from matdisco.screen.bandgap import train_gap_surrogate
     from matdisco.settings import FeaturesSettings, ScreenBandgapSettings
     from matdisco.store import read_entries, read_structure_arrays
@@ -103,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
         merged["lightgbm"] = {**raw.get("lightgbm", {}), **over.get("lightgbm", {})}
         s = ScreenBandgapSettings.from_config(merged)
         names = list(s.embeddings)
-        tables = ElementEmbeddings.from_file(elmd, names) if names and elmd else None
+        tables = load_embeddings(elmd, names=names, key="screen.bandgap.embeddings")
         t0, c0 = time.perf_counter(), time.process_time()
         _, metrics, held = train_gap_surrogate(
             train["formula"].astype(str).tolist(),

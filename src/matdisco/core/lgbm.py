@@ -153,20 +153,18 @@ def fit_ensemble(
     kind: Kind = "classifier",
     threads: int = 1,
 ) -> list[Any]:
-    """One member per row subset: member m is fit on ``X[rows[m]], y[rows[m]]`` with ``seeds[m]``.
+    """One member per row subset: member m is fit on ``X[rows[m]], y[rows[m]]`` with ``seeds[m]``
+    (by :func:`fit_members_parallel`).
 
     Raises:
         ValueError: ``rows`` and ``seeds`` differ in length, or a subset is empty.
     """
     if len(rows) != len(seeds):
         raise ValueError(f"{len(rows)} row subsets but {len(seeds)} seeds")
-    empty = [m for m, idx in enumerate(rows) if len(idx) == 0]
-    if empty:
-        raise ValueError(f"ensemble member {empty[0]} has no training rows")
-    return [
-        fit_member(X[idx], y[idx], params, kind=kind, seed=seed, threads=threads)
-        for idx, seed in zip(rows, seeds, strict=True)
+    specs = [
+        MemberSpec(X, y, idx, params, kind, seed) for idx, seed in zip(rows, seeds, strict=True)
     ]
+    return fit_members_parallel(specs, threads)
 
 
 def predict_members(members: Sequence[Any], X: np.ndarray) -> np.ndarray:

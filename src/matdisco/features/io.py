@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -99,19 +99,29 @@ def feature_kwargs(settings: FeaturesSettings | Mapping[str, Any] | None = None)
 
 
 def load_embeddings(
-    elmd_table: str | Path | None, settings: FeaturesSettings | Mapping[str, Any] | None
+    elmd_table: str | Path | None,
+    settings: FeaturesSettings | Mapping[str, Any] | None = None,
+    *,
+    names: Sequence[str] | None = None,
+    key: str = "features.embeddings",
 ) -> ElementEmbeddings | None:
     """The element embeddings named by ``features.embeddings`` (None when it is empty).
+
+    Args:
+        elmd_table: the ElMD scale file holding the vector tables.
+        settings: ``features`` settings whose ``embeddings`` name the tables.
+        names: the tables to read instead (e.g. ``screen.bandgap.embeddings``).
+        key: the config key of the names, for the error message.
 
     Raises:
         ValueError: embeddings are requested but no ElMD scale table is configured.
     """
-    s = FeaturesSettings.coerce(settings)
-    if not s.embeddings:
+    wanted = list(names) if names is not None else FeaturesSettings.coerce(settings).embeddings
+    if not wanted:
         return None
     if not elmd_table:
-        raise ValueError("features.embeddings needs features.elmd_table (the vector tables)")
-    return ElementEmbeddings.from_file(elmd_table, s.embeddings)
+        raise ValueError(f"{key} needs features.elmd_table (the vector tables)")
+    return ElementEmbeddings.from_file(elmd_table, wanted)
 
 
 def featurize_store(

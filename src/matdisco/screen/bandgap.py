@@ -411,7 +411,7 @@ def train_gap_surrogate(
         fset,
         use_structure=s.structure_features,
         use_sites=kind == "structure",
-        embeddings=embeddings if have else None,
+        embeddings=embeddings,
         embedding_stats=s.embedding_stats,
     )
     X, y, formulas = X[valid], y[valid], [f for f, v in zip(formulas, valid, strict=True) if v]
@@ -728,7 +728,7 @@ def screen_bandgap(
         gpaw_options: ``relax.gpaw`` settings for ``gpaw_pbe``.
         threads: LightGBM / GPAW threads.
     """
-    from matdisco.features import ElementTable
+    from matdisco.features import ElementTable, load_embeddings
     from matdisco.screen.plots import plot_bandgap_parity
     from matdisco.store import read_entries, read_structure_arrays
 
@@ -740,14 +740,7 @@ def screen_bandgap(
         table = ElementTable.from_files(magpie_table, elmd_table, fset.elmd_scale)
     else:
         table = ElementTable.from_files(magpie_table)
-    embeddings = None
-    if s.embeddings:
-        if not elmd_table:
-            raise ValueError(
-                "screen.bandgap.embeddings needs features.elmd_table (the embedding tables); "
-                "set it or use screen.bandgap.embeddings: []"
-            )
-        embeddings = ElementEmbeddings.from_file(elmd_table, s.embeddings)
+    embeddings = load_embeddings(elmd_table, names=s.embeddings, key="screen.bandgap.embeddings")
     train = read_entries(store, ["formula", "band_gap"])
     arrays = read_structure_arrays(store) if _uses_structures(s) else None
     model, metrics, held = train_gap_surrogate(
