@@ -8,6 +8,7 @@ Usage::
         [--config config/config.yaml] [--threads 2] [--max-train N] [--seeds 0]
         [--models structure composition]
         [--variants benchmarks/bandgap_variants/first_round.yaml configured]
+        [--embeddings results/default/screen/store_embeddings.h5]
 
 Trains :func:`matdisco.screen.bandgap.train_gap_surrogate` on the store's MP PBE gaps with the
 configured ``screen.bandgap`` settings (the bandgap rule does the same before it predicts the
@@ -22,7 +23,11 @@ the config) or a YAML file whose keys override it
 (``benchmarks/bandgap_variants/first_round.yaml`` = the settings before the element
 embeddings and the larger ensemble). With several variants per seed, ``paired_differences``
 gives each later variant's grouped MAE minus the first one's on the same rows, with a 95%
-row-bootstrap interval.
+row-bootstrap interval. Variants with ``structure_embedding: chgnet`` read the store's CHGNet
+embedding from ``--embeddings`` (the ``gap_embeddings`` rule's file) when it exists, else build
+it next to the benchmark output from the configured ``structure_embedding_file`` (rows of other
+structures are computed: slow for a store that is not the bundled one).
+(``benchmarks/bandgap_variants/second_round.yaml`` = the settings before the CHGNet embedding.)
 """
 
 from __future__ import annotations
@@ -57,6 +62,12 @@ def main(argv: list[str] | None = None) -> int:
         default=["configured"],
         help="'configured' and/or YAML files of screen.bandgap overrides",
     )
+    ap.add_argument(
+        "--embeddings",
+        type=Path,
+        default=ROOT / "results/default/screen/store_embeddings.h5",
+        help="the store's CHGNet embedding file (built when missing)",
+    )
     args = ap.parse_args(argv)
     import yaml
 
@@ -77,6 +88,7 @@ def main(argv: list[str] | None = None) -> int:
     from matdisco.config import load_config
     from matdisco.features import ElementTable, load_embeddings
     from matdisco.screen.bandgap import train_gap_surrogate
+    from matdisco.screen.gap_embedding import embed_store, read_embedding_file
     from matdisco.settings import FeaturesSettings, ScreenBandgapSettings
     from matdisco.store import read_entries, read_structure_arrays
 
@@ -91,7 +103,25 @@ def main(argv: list[str] | None = None) -> int:
         raw["max_train"] = args.max_train
     elmd = ROOT / fset.elmd_table if fset.elmd_table else None
     table = ElementTable.from_files(ROOT / fset.magpie_table, elmd, fset.elmd_scale)
-    train = read_entries(args.store, ["formula", "band_gap"])
+    train = read_entries(args.store, ["id", "formula", "band_gap"])
+    store_emb = None
+
+    def structure_embedding(s: ScreenBandgapSettings):
+        nonlocal store_emb
+        if not s.structure_embedding:
+            return None
+        if store_emb is None:
+            path = args.embeddings
+            if not path.exists():
+                path = ROOT / "benchmarks/results/bandgap_store_embeddings.h5"
+                reuse = ROOT / s.structure_embedding_file if s.structure_embedding_file else None
+                embed_store(args.store, path, reuse=reuse, threads=args.threads)
+            ids, _, emb = read_embedding_file(path)
+            if ids != train["id"].astype(str).tolist():
+                raise SystemExit(f"{path}: ids differ from the store {args.store}")
+            store_emb = emb.X
+        return store_emb
+
     settings0 = ScreenBandgapSettings.from_config(raw)
     arrays = read_structure_arrays(args.store)
     runs = []
@@ -113,6 +143,7 @@ def main(argv: list[str] | None = None) -> int:
             settings=s,
             feature_settings=fset,
             embeddings=tables,
+            structure_embedding=structure_embedding(s),
             threads=args.threads,
         )
         runs.append(

@@ -47,6 +47,16 @@ def oxides(root):
     return df.iloc[idx].reset_index(drop=True), read_structure_arrays(path, idx)
 
 
+@pytest.fixture(scope="module")
+def oxide_embedding(root, oxides):
+    """The bundled CHGNet embedding rows of the ``oxides`` structures (found by hash)."""
+    from matdisco.screen.gap_embedding import read_embedding_file, structure_keys
+
+    _, keys, emb = read_embedding_file(root / "resources/bundled/chgnet_embeddings_mp2018.h5")
+    where = {k: i for i, k in enumerate(keys)}
+    return emb.X[[where[k] for k in structure_keys(oxides[1])]]
+
+
 def test_structure_features_mgo(mgo, table):
     from matdisco.store import StructureArrays
 
@@ -70,7 +80,7 @@ def test_hse_mapping():
     assert B.hse_estimate(np.array([1.0]), typed)[0] == pytest.approx(2.261)
 
 
-def test_surrogate_learns_and_reports(oxides, table, embeddings, mgo, tmp_path):
+def test_surrogate_learns_and_reports(oxides, oxide_embedding, table, embeddings, mgo, tmp_path):
     df, arrays = oxides
     settings = ScreenBandgapSettings.from_config(
         {
@@ -87,12 +97,16 @@ def test_surrogate_learns_and_reports(oxides, table, embeddings, mgo, tmp_path):
         table,
         settings=settings,
         embeddings=embeddings,
+        structure_embedding=oxide_embedding,
     )
     assert model.settings == settings.to_dict() and len(model.members) == 2
-    # the default model: site statistics and the embedding statistics, named in gap_model
+    # the default model: site statistics, the CHGNet structure embedding and the element
+    # embedding statistics, named in gap_model
     n_emb = sum(n.startswith(("megnet16_", "oliynyk_")) for n in model.feature_names)
     assert n_emb == 2 * (16 + 44), n_emb  # minimum and maximum of every dimension
-    assert metrics["gap_model"] == model.label == "structure+megnet16+oliynyk"
+    assert sum(n.startswith("chgnet_") for n in model.feature_names) == 128
+    assert metrics["gap_model"] == model.label == "structure+chgnet+megnet16+oliynyk"
+    assert metrics["structure_embedding"] == "chgnet" and "CHGNet" in metrics["features"]
     assert metrics["embeddings"]["tables"] == ["megnet16", "oliynyk"]
     assert metrics["n_test"] == len(held) > 50
     assert "grouped" in metrics["test_split"]
@@ -135,7 +149,7 @@ def test_surrogate_learns_and_reports(oxides, table, embeddings, mgo, tmp_path):
         "gap_model",
     ]
     # the default model; no number, no name
-    assert pred["gap_model"].tolist() == ["structure+megnet16+oliynyk", ""]
+    assert pred["gap_model"].tolist() == ["structure+chgnet+megnet16+oliynyk", ""]
     assert pred["gap_pbe_ml"].iloc[0] > 2.0  # MgO is a wide-gap insulator (MP PBE ~4.4 eV)
     assert pred["gap_hse_est"].iloc[0] > pred["gap_pbe_ml"].iloc[0]
     assert np.isnan(pred["gap_pbe_ml"].iloc[1])  # unknown element: not featurisable, no number
@@ -286,6 +300,7 @@ def test_model_switch_trains_predicts_and_names_the_model(oxides, table, mgo, ki
             "max_train": 600,
             "lightgbm": {"n_estimators": 30, "num_leaves": 15, "learning_rate": 0.1},
             "embeddings": [],
+            "structure_embedding": None,
         }
     )
     model, metrics, _ = B.train_gap_surrogate(
@@ -315,12 +330,26 @@ def test_embedding_settings_and_tables_must_agree(oxides, table, embeddings):
         df["band_gap"].to_numpy()[:200],
         arrays.take(np.arange(200)),
     )
+    no_chgnet = ScreenBandgapSettings.from_config({"structure_embedding": None})
     with pytest.raises(ValueError, match="screen.bandgap.embeddings"):
-        B.train_gap_surrogate(*args, table, settings=ScreenBandgapSettings())
+        B.train_gap_surrogate(*args, table, settings=no_chgnet)
     with pytest.raises(ValueError, match="screen.bandgap.embeddings"):
         B.train_gap_surrogate(
             *args,
             table,
-            settings=ScreenBandgapSettings.from_config({"embeddings": []}),
+            settings=ScreenBandgapSettings.from_config(
+                {"embeddings": [], "structure_embedding": None}
+            ),
             embeddings=embeddings,
+        )
+    # the CHGNet structure embedding: asked for but not passed, and passed but not asked for
+    with pytest.raises(ValueError, match="structure_embedding is 'chgnet'"):
+        B.train_gap_surrogate(*args, table, settings=ScreenBandgapSettings(), embeddings=embeddings)
+    with pytest.raises(ValueError, match="structure_embedding is None"):
+        B.train_gap_surrogate(
+            *args,
+            table,
+            settings=no_chgnet,
+            embeddings=embeddings,
+            structure_embedding=np.zeros((200, 128), np.float32),
         )

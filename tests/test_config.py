@@ -58,6 +58,11 @@ def test_defaults_are_filled(schema):
         (("target", "elements"), ["Mg", "Xx"], ["target.elements.1", "Xx"]),
         (("target", "max_atoms"), 1, ["target.max_atoms", ">= 2"]),
         (("run_name",), "bad name/..", ["run_name"]),
+        (
+            ("screen", "bandgap", "structure_embedding"),
+            "megnet",
+            ["screen.bandgap.structure_embedding", "chgnet"],
+        ),
     ],
 )
 def test_bad_values_name_the_key(config, schema, path, value, expect):

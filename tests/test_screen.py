@@ -80,9 +80,18 @@ def staged(tmp_path_factory, root):
         settings=pbx,
         max_e_above_hull=0.08,
     )
-    # tiny surrogate trained on the fixture's own chemistry (quality is not the point here)
+    # tiny surrogate trained on the fixture's own chemistry (quality is not the point here),
+    # with the default CHGNet structure embedding (store rows copied from the bundled file)
+    from matdisco.screen.gap_embedding import embed_store
+
+    store = _small_store(root, d)
+    emb = embed_store(
+        store, d / "emb.h5", reuse=root / "resources/bundled/chgnet_embeddings_mp2018.h5"
+    )
+    assert emb["n_computed"] == 0 and emb["n_reused"] == emb["n"] > 0
     screen_bandgap(
-        store=_small_store(root, d),
+        store=store,
+        store_embeddings=d / "emb.h5",
         candidates=d / "cand.h5",
         magpie_table=root / "resources/bundled/magpie_elements.csv",
         elmd_table=None,

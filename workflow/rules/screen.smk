@@ -1,5 +1,6 @@
 # Screening stage: aqueous stability and band gap of the relaxed candidates, the final table.
 #   pourbaix    ΔG_pbx (max over pH at U vs RHE) of candidates passing the E_hull filter
+#   gap_embeddings  CHGNet structure embedding of every store structure (bundled rows reused)
 #   bandgap     ML surrogate of the PBE gap (+ HSE-level estimate); VASP HSE06 inputs / GPAW PBE
 #   screen      thresholds -> final/candidates.csv (pass/fail per criterion), CIFs, powder XRD
 #   provenance  effective config, versions, git state, data hashes (last; `matdisco archive` reads it)
@@ -33,6 +34,9 @@ SCREEN_GPAW = (
     if config["screen"]["bandgap_method"] == "gpaw_pbe"
     else {}
 )
+# CHGNet structure embedding of the store (screen.bandgap.structure_embedding; null = none).
+GAP_EMBEDDING = config["screen"]["bandgap"]["structure_embedding"]
+GAP_EMBEDDING_FILE = config["screen"]["bandgap"]["structure_embedding_file"]
 # Every other final target, so that the provenance record is written last.
 PROVENANCE_INPUTS = lambda wildcards: [t for t in TARGETS if t != out("provenance/run.json")]
 
@@ -64,9 +68,36 @@ rule pourbaix:
         "../scripts/pourbaix.py"
 
 
+if GAP_EMBEDDING:
+
+    rule gap_embeddings:
+        input:
+            **({"reuse": GAP_EMBEDDING_FILE} if GAP_EMBEDDING_FILE else {}),
+            store=out("data/entries.h5"),
+        output:
+            embeddings=out("screen/store_embeddings.h5"),
+            summary=out("screen/store_embeddings.json"),
+        params:
+            kind=GAP_EMBEDDING,
+            code=script_code("../scripts/gap_embeddings.py"),
+        log:
+            logf("gap_embeddings"),
+        benchmark:
+            out("benchmarks/gap_embeddings.tsv")
+        conda:
+            ENV
+        threads: 2
+        resources:
+            mem_mb=4000,
+            runtime=120,
+        script:
+            "../scripts/gap_embeddings.py"
+
+
 rule bandgap:
     input:
         unpack(SCREEN_FEATURE_TABLES),
+        **({"embeddings": out("screen/store_embeddings.h5")} if GAP_EMBEDDING else {}),
         store=out("data/entries.h5"),
         candidates=SCREEN_CANDIDATES,
     output:

@@ -21,4 +21,5 @@ with log_to(snakemake.log[0]):
         out_dft_dir=snakemake.output.dft,
         gpaw_options=snakemake.params.gpaw,
         threads=snakemake.threads,
+        store_embeddings=snakemake.input.get("embeddings"),
     )

@@ -21,9 +21,14 @@ bonds, cation-cation and anion-anion contacts; 61 columns from a periodic neighb
 (default megnet16 + oliynyk, the element-embedding tables ElMD ships, in
 ``features.elmd_table``) adds their per-dimension fraction-weighted statistics
 (:mod:`matdisco.features.embeddings`), as the stability classifier does; they lowered the
-formula-grouped MAE by ~0.02 eV (docs/metrics_classifier_gap.md). The output column
-``gap_model`` names the model that gave each ``gap_pbe_ml``: the kind, plus ``+<table>`` for
-each embedding table (e.g. ``structure+megnet16+oliynyk``).
+formula-grouped MAE by ~0.02 eV (docs/metrics_classifier_gap.md).
+``screen.bandgap.structure_embedding: chgnet`` (default) adds learned structure features:
+the mean and maximum over the atoms of CHGNet 0.3.0's atom features
+(:mod:`matdisco.screen.gap_embedding`; precomputed for the bundled store, computed for the
+candidates); they lowered the formula-grouped MAE by a further ~0.02 eV. The output
+column ``gap_model`` names the model that gave each ``gap_pbe_ml``: the kind, ``+chgnet`` with
+the structure embedding, plus ``+<table>`` for each embedding table (e.g.
+``structure+chgnet+megnet16+oliynyk``).
 The LightGBM members are fit and averaged by :mod:`matdisco.core.lgbm` (shared with the
 stability classifier); settings are :class:`matdisco.settings.ScreenBandgapSettings`, the
 parity plot lives in :mod:`matdisco.screen.plots`, the held-out evaluation helpers (errors,
@@ -189,6 +194,7 @@ def gap_features(
     use_sites: bool = False,
     embeddings: ElementEmbeddings | None = None,
     embedding_stats: Sequence[str] = EMBEDDING_STATS,
+    structure_embedding: np.ndarray | None = None,
 ) -> tuple[np.ndarray, list[str], np.ndarray]:
     """Feature matrix of the gap surrogate.
 
@@ -197,7 +203,9 @@ def gap_features(
     the ``embedding_stats`` of every table in ``embeddings`` when given; cell
     features from :func:`structure_features` when ``use_structure``; site-environment
     features (:func:`matdisco.screen.gap_structure.site_environment_features`, without the
-    local property differences, which did not help) when ``use_sites``.
+    local property differences, which did not help) when ``use_sites``; the columns of
+    ``structure_embedding`` (one row per formula,
+    :func:`matdisco.screen.gap_embedding.embedding_columns`) last, when given.
 
     Returns:
         (X float32, feature names, valid mask).
@@ -218,6 +226,17 @@ def gap_features(
 
         X = np.hstack([X, site_environment_features(arrays, table, local_differences=False)])
         names += site_feature_names(local_differences=False)
+    if structure_embedding is not None:
+        from matdisco.screen.gap_embedding import embedding_columns
+
+        emb = np.asarray(structure_embedding, dtype=np.float32)
+        if emb.shape != (len(formulas), len(embedding_columns())):
+            raise ValueError(
+                f"structure embedding has shape {emb.shape}, expected "
+                f"({len(formulas)}, {len(embedding_columns())})"
+            )
+        X = np.hstack([X, emb])
+        names += embedding_columns()
     return X.astype(np.float32), names, fs.valid.copy()
 
 
@@ -241,7 +260,14 @@ def _uses_structures(settings: Mapping[str, Any] | ScreenBandgapSettings) -> boo
         if isinstance(settings, Mapping)
         else settings.structure_features
     )
-    return bool(cell) or _model_kind(settings) == "structure"
+    return bool(cell) or _model_kind(settings) == "structure" or bool(_embedding_kind(settings))
+
+
+def _embedding_kind(settings: Mapping[str, Any] | ScreenBandgapSettings) -> str | None:
+    """``chgnet`` | None: the structure embedding of a settings object or dict (older: None)."""
+    if isinstance(settings, Mapping):
+        return settings.get("structure_embedding")
+    return settings.structure_embedding
 
 
 class GapSurrogate:
@@ -280,10 +306,17 @@ class GapSurrogate:
         return _model_kind(self.settings)
 
     @property
+    def structure_embedding(self) -> str | None:
+        """``chgnet`` when the model uses the CHGNet structure embedding, else None."""
+        return _embedding_kind(self.settings)
+
+    @property
     def label(self) -> str:
-        """What ``gap_model`` says: the kind plus ``+<table>`` per embedding table."""
+        """What ``gap_model`` says: the kind, ``+chgnet`` with the structure embedding, plus
+        ``+<table>`` per element-embedding table."""
         emb = getattr(self, "embeddings", None) or {}  # older pickles have no embeddings
-        return "+".join([self.kind, *emb])
+        extra = [self.structure_embedding] if self.structure_embedding else []
+        return "+".join([self.kind, *extra, *emb])
 
     def element_embeddings(self) -> ElementEmbeddings | None:
         """The embedding tables of the features (None when the model uses none)."""
@@ -356,6 +389,7 @@ def train_gap_surrogate(
     settings: ScreenBandgapSettings | Mapping[str, Any] | None = None,
     feature_settings: FeaturesSettings | Mapping[str, Any] | None = None,
     embeddings: ElementEmbeddings | None = None,
+    structure_embedding: np.ndarray | None = None,
     threads: int = 1,
 ) -> tuple[GapSurrogate, dict[str, Any], pd.DataFrame]:
     """Train the ensemble on PBE gaps, measure it on held-out splits, rescale its spread.
@@ -375,10 +409,14 @@ def train_gap_surrogate(
         embeddings: the tables ``settings.embeddings`` names (read with
             :meth:`ElementEmbeddings.from_file` from ``features.elmd_table``); required when
             that list is not empty.
+        structure_embedding: (n_formulas, 128) CHGNet embedding rows aligned with ``formulas``
+            (:func:`matdisco.screen.gap_embedding.read_embedding_file`); required exactly
+            when ``settings.structure_embedding`` is set.
         threads: LightGBM threads.
 
     Raises:
-        ValueError: ``settings.embeddings`` and the tables passed differ.
+        ValueError: ``settings.embeddings`` and the tables passed differ, or the structure
+            embedding is missing / not asked for.
 
     Returns:
         (model, metrics dict, held-out predictions table: formula, gap_pbe, gap_pbe_ml,
@@ -391,6 +429,11 @@ def train_gap_surrogate(
         raise ValueError(
             f"screen.bandgap.embeddings is {list(s.embeddings)} but the tables passed are {have} "
             "(read them with ElementEmbeddings.from_file(features.elmd_table, names))"
+        )
+    if bool(s.structure_embedding) != (structure_embedding is not None):
+        raise ValueError(
+            f"screen.bandgap.structure_embedding is {s.structure_embedding!r} but a structure "
+            f"embedding was {'not ' if structure_embedding is None else ''}passed"
         )
     t0, c0 = time.perf_counter(), time.process_time()
     rng = np.random.default_rng(s.seed)
@@ -413,6 +456,9 @@ def train_gap_surrogate(
         use_sites=kind == "structure",
         embeddings=embeddings,
         embedding_stats=s.embedding_stats,
+        structure_embedding=None
+        if structure_embedding is None
+        else np.asarray(structure_embedding)[keep],
     )
     X, y, formulas = X[valid], y[valid], [f for f, v in zip(formulas, valid, strict=True) if v]
     t_feat = time.perf_counter() - t0
@@ -479,11 +525,13 @@ def train_gap_surrogate(
         "target": "PBE band gap (store column band_gap; Materials Project GGA/GGA+U), eV",
         "gap_model": model.label,
         "embeddings": {"tables": have, "stats": list(s.embedding_stats) if have else []},
+        "structure_embedding": s.structure_embedding,
         "model": f"{k}-member ensemble of two-stage LightGBM "
         "(metal classifier + non-metal gap regressor)",
         "features": f"{len(names)} (composition"
         + (" + cell" if s.structure_features else "")
         + (" + site-environment" if kind == "structure" else "")
+        + (" + CHGNet structure embedding (mean, max)" if s.structure_embedding else "")
         + (f" + {'/'.join(have)} embedding statistics" if have else "")
         + ")",
         "protocol": "one ensemble, trained on the rows outside both test splits, scores the "
@@ -556,19 +604,31 @@ def hse_estimate(
 
 
 def predict_gaps(
-    model: GapSurrogate, formulas: Sequence[str], arrays: StructureArrays | None
+    model: GapSurrogate,
+    formulas: Sequence[str],
+    arrays: StructureArrays | None,
+    structure_embedding: np.ndarray | None = None,
 ) -> pd.DataFrame:
     """Surrogate gaps of new formulas/structures.
+
+    A model with the CHGNet structure embedding uses ``structure_embedding`` (rows aligned
+    with ``formulas``) when given, else computes it from ``arrays``.
 
     Returns:
         DataFrame with ``gap_pbe_ml``, ``gap_pbe_ml_std``, ``p_metal_ml``, ``gap_hse_est``,
         ``gap_hse_est_std`` (eV; NaN where the formula cannot be featurised) and ``gap_model``
-        (the model that gave the row's numbers, ``structure`` | ``composition``; empty where
+        (the model that gave the row's numbers, :attr:`GapSurrogate.label`; empty where
         there is no number).
     """
     from matdisco.features import ElementTable
 
     table = ElementTable.from_dict(model.element_table)
+    if model.structure_embedding and structure_embedding is None:
+        from matdisco.screen.gap_embedding import compute_embeddings
+
+        if arrays is None:
+            raise ValueError("the CHGNet structure embedding needs the structures")
+        structure_embedding = compute_embeddings(arrays).X
     X, names, valid = gap_features(
         formulas,
         arrays,
@@ -578,6 +638,7 @@ def predict_gaps(
         use_sites=model.kind == "structure",
         embeddings=model.element_embeddings(),
         embedding_stats=model.settings.get("embedding_stats", EMBEDDING_STATS),
+        structure_embedding=structure_embedding if model.structure_embedding else None,
     )
     if names != model.feature_names:
         raise ValueError("feature columns differ from the model's (featuriser settings changed?)")
@@ -708,6 +769,7 @@ def screen_bandgap(
     out_dft_dir: str | Path,
     gpaw_options: dict[str, Any] | None = None,
     threads: int = 1,
+    store_embeddings: str | Path | None = None,
 ) -> pd.DataFrame:
     """The bandgap stage: train the surrogate, predict every candidate, DFT inputs if asked.
 
@@ -727,6 +789,9 @@ def screen_bandgap(
         out_dft_dir: folder for VASP inputs (one sub-folder per candidate) and a README.
         gpaw_options: ``relax.gpaw`` settings for ``gpaw_pbe``.
         threads: LightGBM / GPAW threads.
+        store_embeddings: the store's CHGNet embedding file
+            (:func:`matdisco.screen.gap_embedding.embed_store`); required when
+            ``screen.bandgap.structure_embedding`` is set.
     """
     from matdisco.features import ElementTable, load_embeddings
     from matdisco.screen.plots import plot_bandgap_parity
@@ -741,8 +806,21 @@ def screen_bandgap(
     else:
         table = ElementTable.from_files(magpie_table)
     embeddings = load_embeddings(elmd_table, names=s.embeddings, key="screen.bandgap.embeddings")
-    train = read_entries(store, ["formula", "band_gap"])
+    train = read_entries(store, ["id", "formula", "band_gap"])
     arrays = read_structure_arrays(store) if _uses_structures(s) else None
+    store_emb = None
+    if s.structure_embedding:
+        from matdisco.screen.gap_embedding import read_embedding_file
+
+        if store_embeddings is None:
+            raise ValueError(
+                "screen.bandgap.structure_embedding needs the store's embedding file "
+                "(rule gap_embeddings / matdisco.screen.gap_embedding.embed_store)"
+            )
+        emb_ids, _, emb = read_embedding_file(store_embeddings)
+        if emb_ids != train["id"].astype(str).tolist():
+            raise ValueError(f"{store_embeddings}: its ids are not those of the store {store}")
+        store_emb = emb.X
     model, metrics, held = train_gap_surrogate(
         train["formula"].astype(str).tolist(),
         train["band_gap"].to_numpy(dtype=float),
@@ -751,6 +829,7 @@ def screen_bandgap(
         settings=s,
         feature_settings=fset,
         embeddings=embeddings,
+        structure_embedding=store_emb,
         threads=threads,
     )
     metrics["hse_mapping"] = s.hse_mapping.to_dict()

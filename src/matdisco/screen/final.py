@@ -274,9 +274,9 @@ def _column_docs(
         "p_metal_ml": "surrogate probability that the PBE gap is zero (metal)",
         "gap_model": (
             "which surrogate gave gap_pbe_ml: structure (relaxed-structure site-environment "
-            "statistics + composition) or composition (composition-only fallback), plus "
-            "+<table> for each element-embedding table among its features "
-            "(e.g. structure+megnet16+oliynyk)"
+            "statistics + composition) or composition (composition-only fallback), +chgnet "
+            "when the CHGNet structure embedding is among its features, plus +<table> for "
+            "each element-embedding table (e.g. structure+chgnet+megnet16+oliynyk)"
         ),
         "gap_hse_est": (
             f"HSE-level band gap ESTIMATE, eV: {mapping} applied to the surrogate members"

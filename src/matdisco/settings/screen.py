@@ -169,6 +169,12 @@ class ScreenBandgapSettings(SettingsBase):
             statistics (embedding_stats) are added to the gap features; [] = none
         embedding_stats: statistics of every embedding dimension (fraction-weighted mean and
             standard deviation, minimum, maximum)
+        structure_embedding: learned per-structure features added to the gap features: chgnet =
+            mean and maximum over the atoms of CHGNet 0.3.0's atom features (weights of the
+            chgnet wheel; any relax backend); null = none
+        structure_embedding_file: precomputed structure embeddings (scripts/chgnet_embeddings.py)
+            reused for store entries whose id and structure hash match; the others are computed
+            (about 20 structures/s on 2 cores); null = compute every one
         lightgbm: LightGBM hyperparameters of every member (classifier and regressor); threads come
             from the rule
         dft_max_candidates: vasp_hse / gpaw_pbe: at most this many E_hull-passing candidates (lowest
@@ -192,6 +198,8 @@ class ScreenBandgapSettings(SettingsBase):
     )
     embeddings: tuple[EmbeddingName, ...] = ("megnet16", "oliynyk")
     embedding_stats: tuple[EmbeddingStat, ...] = ("minimum", "maximum")
+    structure_embedding: str | None = "chgnet"
+    structure_embedding_file: str | None = "resources/bundled/chgnet_embeddings_mp2018.h5"
     lightgbm: ScreenBandgapLightGBMSettings = field(default_factory=ScreenBandgapLightGBMSettings)
     dft_max_candidates: int = 20
     vasp: ScreenBandgapVASPSettings = field(default_factory=ScreenBandgapVASPSettings)
