@@ -27,9 +27,10 @@ def rule_scripts() -> dict[str, dict[str, str | None]]:
     """{rule: {"script": its script: path, "code": the argument of its script_code(...)}}."""
     rules: dict[str, dict[str, str | None]] = {}
     for smk in sorted(RULES_DIR.glob("*.smk")):
-        blocks = re.split(r"^(?=(?:rule|checkpoint) \w+:)", smk.read_text(), flags=re.M)
+        # rules may sit inside an `if` block (indented), e.g. gap_embeddings
+        blocks = re.split(r"^(?=[ \t]*(?:rule|checkpoint) \w+:)", smk.read_text(), flags=re.M)
         for block in blocks:
-            m = re.match(r"(?:rule|checkpoint) (\w+):", block)
+            m = re.match(r"[ \t]*(?:rule|checkpoint) (\w+):", block)
             if not m:
                 continue
             script = re.search(r"^\s+script:\s*\n\s+\"([^\"]+)\"", block, flags=re.M)
