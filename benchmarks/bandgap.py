@@ -88,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
     from matdisco.config import load_config
     from matdisco.features import ElementTable, load_embeddings
     from matdisco.screen.bandgap import train_gap_surrogate
-    from matdisco.screen.gap_embedding import embed_store, read_embedding_file
+    from matdisco.screen.gap_embedding import embed_store, read_store_embedding
     from matdisco.settings import FeaturesSettings, ScreenBandgapSettings
     from matdisco.store import read_entries, read_structure_arrays
 
@@ -116,10 +116,7 @@ def main(argv: list[str] | None = None) -> int:
                 path = ROOT / "benchmarks/results/bandgap_store_embeddings.h5"
                 reuse = ROOT / s.structure_embedding_file if s.structure_embedding_file else None
                 embed_store(args.store, path, reuse=reuse, threads=args.threads)
-            ids, _, emb = read_embedding_file(path)
-            if ids != train["id"].astype(str).tolist():
-                raise SystemExit(f"{path}: ids differ from the store {args.store}")
-            store_emb = emb.X
+            store_emb = read_store_embedding(path, train["id"].astype(str).tolist())
         return store_emb
 
     settings0 = ScreenBandgapSettings.from_config(raw)

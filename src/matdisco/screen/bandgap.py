@@ -607,12 +607,10 @@ def predict_gaps(
     model: GapSurrogate,
     formulas: Sequence[str],
     arrays: StructureArrays | None,
-    structure_embedding: np.ndarray | None = None,
 ) -> pd.DataFrame:
     """Surrogate gaps of new formulas/structures.
 
-    A model with the CHGNet structure embedding uses ``structure_embedding`` (rows aligned
-    with ``formulas``) when given, else computes it from ``arrays``.
+    A model with the CHGNet structure embedding computes it from ``arrays``.
 
     Returns:
         DataFrame with ``gap_pbe_ml``, ``gap_pbe_ml_std``, ``p_metal_ml``, ``gap_hse_est``,
@@ -623,7 +621,8 @@ def predict_gaps(
     from matdisco.features import ElementTable
 
     table = ElementTable.from_dict(model.element_table)
-    if model.structure_embedding and structure_embedding is None:
+    structure_embedding = None
+    if model.structure_embedding:
         from matdisco.screen.gap_embedding import compute_embeddings
 
         if arrays is None:
@@ -638,7 +637,7 @@ def predict_gaps(
         use_sites=model.kind == "structure",
         embeddings=model.element_embeddings(),
         embedding_stats=model.settings.get("embedding_stats", EMBEDDING_STATS),
-        structure_embedding=structure_embedding if model.structure_embedding else None,
+        structure_embedding=structure_embedding,
     )
     if names != model.feature_names:
         raise ValueError("feature columns differ from the model's (featuriser settings changed?)")
@@ -810,17 +809,14 @@ def screen_bandgap(
     arrays = read_structure_arrays(store) if _uses_structures(s) else None
     store_emb = None
     if s.structure_embedding:
-        from matdisco.screen.gap_embedding import read_embedding_file
+        from matdisco.screen.gap_embedding import read_store_embedding
 
         if store_embeddings is None:
             raise ValueError(
                 "screen.bandgap.structure_embedding needs the store's embedding file "
                 "(rule gap_embeddings / matdisco.screen.gap_embedding.embed_store)"
             )
-        emb_ids, _, emb = read_embedding_file(store_embeddings)
-        if emb_ids != train["id"].astype(str).tolist():
-            raise ValueError(f"{store_embeddings}: its ids are not those of the store {store}")
-        store_emb = emb.X
+        store_emb = read_store_embedding(store_embeddings, train["id"].astype(str).tolist())
     model, metrics, held = train_gap_surrogate(
         train["formula"].astype(str).tolist(),
         train["band_gap"].to_numpy(dtype=float),

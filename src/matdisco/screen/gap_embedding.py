@@ -48,6 +48,7 @@ __all__ = [
     "embed_store",
     "embedding_columns",
     "read_embedding_file",
+    "read_store_embedding",
     "structure_keys",
     "write_embedding_file",
 ]
@@ -206,14 +207,10 @@ def write_embedding_file(
     """Write an embedding file (format in the module docstring), atomically."""
     import h5py
 
+    from matdisco.provenance import package_versions
     from matdisco.store import atomic_write
 
-    try:
-        from importlib.metadata import version
-
-        chgnet_version = version("chgnet")
-    except Exception:  # noqa: BLE001 - metadata only
-        chgnet_version = "unknown"
+    chgnet_version = package_versions(["chgnet"]).get("chgnet", "unknown")
     with atomic_write(path) as tmp, h5py.File(tmp, "w") as h5:
         h5.attrs["format"] = EMBEDDING_FORMAT
         h5.attrs["model"] = f"CHGNet {MODEL_NAME} (weights of the chgnet wheel)"
@@ -248,6 +245,18 @@ def read_embedding_file(path: str | Path) -> tuple[list[str], list[str], Structu
         reasons = list(h5["reason"].asstr()[()])
         emb = StructureEmbedding(h5["X"][()].astype(np.float32), h5["ok"][()].astype(bool), reasons)
     return ids, keys, emb
+
+
+def read_store_embedding(path: str | Path, ids: Sequence[str]) -> np.ndarray:
+    """The (n, 128) embedding rows of an embedding file whose ids are exactly ``ids`` (in order).
+
+    Raises:
+        ValueError: the file was made for another store.
+    """
+    file_ids, _, emb = read_embedding_file(path)
+    if file_ids != [str(i) for i in ids]:
+        raise ValueError(f"{path}: its ids are not those of the store")
+    return emb.X
 
 
 def embed_store(
